@@ -1,0 +1,9 @@
+"""tertulia: a state-machine conversation engine for WhatsApp bots.
+
+Flow authors import from here only.
+"""
+
+from engine.flow import Decision, Flow, Turn, step
+from engine.ports import CredentialRequest, Credentials, TrialRecord
+
+__all__ = ["CredentialRequest", "Credentials", "Decision", "Flow", "TrialRecord", "Turn", "step"]

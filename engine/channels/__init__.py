@@ -1,0 +1,1 @@
+"""Channel adapters: how messages reach users (WhatsApp through Twilio, or a terminal)."""

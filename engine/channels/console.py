@@ -1,0 +1,107 @@
+"""`tertulia chat`: talk to a flow in the terminal, through the real store.
+
+It reads stdin line by line, so it can be scripted: `printf 'hola\\n' | tertulia chat`.
+Replies are outbox rows on channel `console`; this channel prints and marks them, so a
+notice written by another process (a timeout, `sessions close`) shows up here too.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from typing import TextIO
+
+from engine.ports import Inbound
+from engine.runtime import Engine
+from persistence.outbox import deliver_console
+from persistence.queries import latest_session
+from persistence.store import SqlStore
+
+__all__ = ["ConsoleChat"]
+
+CHANNEL = "console"
+HELP = "Comandos: /state (estado actual), /reset (empezar de cero), /quit (salir)."
+
+
+class ConsoleChat:
+    """One terminal conversation for one phone."""
+
+    def __init__(
+        self, engine: Engine, store: SqlStore, phone: str, *, out: TextIO = sys.stdout,
+        profile_name: str | None = None,
+    ) -> None:
+        self.engine, self.store, self.phone, self.out = engine, store, phone, out
+        self.profile_name = profile_name
+        self._print_lock = threading.Lock()
+        self._last_state: str | None = None
+        self._last_session: int | None = None
+
+    def run(self, lines: Iterable[str], prompt: Callable[[], None] = lambda: None) -> None:
+        self._say(f"tertulia chat · flujo {self.engine.flows.default_name} · {self.phone}")
+        self._say(HELP)
+        self._remember_state()
+        prompt()
+        for raw in lines:
+            line = raw.strip()
+            if line == "/quit":
+                break
+            if line:
+                self._handle(line)
+            prompt()
+        self._say("¡Hasta luego!")
+
+    def _handle(self, line: str) -> None:
+        if line == "/state":
+            self._show_state()
+        elif line == "/reset":
+            self._reset()
+        elif line.startswith("/"):
+            self._say(f"Comando desconocido: {line}. {HELP}")
+        else:
+            self.engine.handle(Inbound(channel=CHANNEL, phone=self.phone, text=line,
+                                       profile_name=self.profile_name))
+            self.flush()
+
+    def flush(self) -> None:
+        """Print pending bot messages, then any state change."""
+        with self._print_lock:
+            for message in deliver_console(self.store, self.phone, self.engine.clock.now()):
+                self._say(f"🤖 {message.body}")
+            self._report_state()
+
+    def _remember_state(self) -> None:
+        session = latest_session(self.store, CHANNEL, self.phone)
+        if session is not None:
+            self._last_session, self._last_state = session.id, session.state
+
+    def _report_state(self) -> None:
+        session = latest_session(self.store, CHANNEL, self.phone)
+        if session is None:
+            return
+        if (session.id, session.state) != (self._last_session, self._last_state):
+            before = self._last_state if session.id == self._last_session else None
+            arrow = (f"{before} → {session.state}" if before
+                     else f"nueva sesión #{session.id}: {session.state}")
+            reason = f" ({session.close_reason})" if session.close_reason else ""
+            self._say(f"   [{arrow}{reason}]")
+        self._last_session, self._last_state = session.id, session.state
+
+    def _show_state(self) -> None:
+        session = latest_session(self.store, CHANNEL, self.phone)
+        if session is None or not session.is_open:
+            self._say("   [sin sesión abierta: tu próximo mensaje empieza una nueva]")
+            return
+        left = (session.expires_at - self.engine.clock.now()).total_seconds()
+        self._say(f"   [sesión #{session.id} · flujo {session.flow} · estado {session.state}"
+                  f" · vence en {max(0, int(left))} s]")
+
+    def _reset(self) -> None:
+        session = latest_session(self.store, CHANNEL, self.phone)
+        if session is not None and session.is_open:
+            self.engine.close(session.id, notify=False)
+        self._say("   [sesión reiniciada: tu próximo mensaje empieza de cero]")
+        self._remember_state()
+
+    def _say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)

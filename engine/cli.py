@@ -1,0 +1,138 @@
+"""The `tertulia` command (also `python -m engine`)."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from engine.config import Settings, load_settings
+from engine.errors import TertuliaError
+
+__all__ = ["main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+E164 = re.compile(r"^\+[1-9]\d{7,14}$")
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except TertuliaError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _fail_cleanly(fn: F) -> F:
+    """Turn our own errors into one line and exit status 1, never a traceback."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TertuliaError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _phone(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    if not E164.match(value):
+        raise click.BadParameter(f"{value!r} is not an E.164 number such as +5491123456789")
+    return value
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """tertulia: WhatsApp conversations as state machines."""
+
+
+@main.command()
+@click.option("--phone", default="+5491100000000", show_default=True, callback=_phone,
+              help="The number this terminal pretends to be.")
+@click.option("--name", "profile_name", default=None, help="A WhatsApp profile name to greet.")
+@_fail_cleanly
+def chat(phone: str, profile_name: str | None) -> None:
+    """Talk to the default flow in the terminal (reads stdin line by line)."""
+    from engine import logs
+    from engine.bootstrap import build
+    from engine.channels.console import ConsoleChat
+
+    settings = _settings()
+    logs.configure("WARNING", settings.log_format)
+    services = build(settings)
+    chat = ConsoleChat(services.engine, services.store, phone, profile_name=profile_name)
+    interactive = sys.stdin.isatty()
+    try:
+        chat.run(sys.stdin, prompt=(lambda: print("> ", end="", flush=True)) if interactive
+                 else (lambda: None))
+    except KeyboardInterrupt:
+        print()
+    finally:
+        services.close()
+
+
+@main.group(invoke_without_command=True)
+@click.pass_context
+@_fail_cleanly
+def flows(ctx: click.Context) -> None:
+    """List the flows in FLOWS_DIR (see also: check, draw)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from engine.loader import load_flows
+
+    settings = _settings()
+    registry = load_flows(settings.flows_dir, settings.default_flow)
+    for flow in registry:
+        marker = " (default)" if flow.name == registry.default_name else ""
+        click.echo(f"{flow.name}{marker}\t{flow.file}\t{len(flow.states)} states: "
+                   + ", ".join(flow.states))
+
+
+@flows.command("check")
+@click.argument("files", nargs=-1, type=click.Path(path_type=Path))
+@_fail_cleanly
+def flows_check(files: tuple[Path, ...]) -> None:
+    """Validate every flow, or only FILES; print each problem on one line."""
+    from engine.loader import check_files, flow_files
+
+    paths = list(files) or flow_files(_settings().flows_dir)
+    problems = check_files(paths)
+    for problem in problems:
+        click.echo(str(problem), err=True)
+    if problems:
+        raise SystemExit(1)
+    click.echo(f"{len(paths)} file(s) OK")
+
+
+@flows.command("draw")
+@click.argument("name")
+@_fail_cleanly
+def flows_draw(name: str) -> None:
+    """Print a Mermaid stateDiagram-v2 of flow NAME."""
+    from engine.diagram import mermaid
+    from engine.loader import load_flows
+
+    settings = _settings()
+    click.echo(mermaid(load_flows(settings.flows_dir, settings.default_flow).get(name)))
+
+
+@main.group()
+def db() -> None:
+    """Database schema commands."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@_fail_cleanly
+def db_upgrade(revision: str) -> None:
+    """Run the Alembic migrations up to REVISION."""
+    from persistence import migrate
+
+    url = _settings().database_url
+    migrate.upgrade(url, revision)
+    click.echo(f"database at {revision}: {url}")

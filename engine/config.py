@@ -1,0 +1,198 @@
+"""Typed settings from the environment and `.env`, built once in the composition root.
+
+Modelled on Starlette's `Config`: each parser names the variable, the value and what
+was expected, so a bad setting stops start-up with one readable line.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from engine.errors import ConfigError
+
+__all__ = ["Secret", "Settings", "load_settings"]
+
+T = TypeVar("T")
+
+
+class Secret:
+    """A string that prints as stars, so tokens never reach a log or a traceback."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    def __str__(self) -> str:
+        return "**********"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def _number(key: str, raw: str, *, allow_zero: bool = False) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if value != value or value < 0 or (value == 0 and not allow_zero):
+        floor = "zero or more" if allow_zero else "a positive number"
+        raise ConfigError(key, raw, f"{floor} (decimals allowed, e.g. 0.05)")
+    return value
+
+
+def _positive_int(key: str, raw: str) -> int:
+    if not raw.strip().isdigit() or int(raw) < 1:
+        raise ConfigError(key, raw, "a whole number of 1 or more")
+    return int(raw)
+
+
+def _url(key: str, raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(key, raw, "an http:// or https:// URL such as https://bot.example.com")
+    return raw.rstrip("/")
+
+
+def _choice(key: str, raw: str, options: tuple[str, ...]) -> str:
+    if raw.upper() not in options and raw.lower() not in options:
+        raise ConfigError(key, raw, "one of " + ", ".join(options))
+    return raw.upper() if raw.upper() in options else raw.lower()
+
+
+def _provider(key: str, raw: str) -> str:
+    module, _, attr = raw.partition(":")
+    if not module or not attr:
+        raise ConfigError(key, raw, "a 'module:Class' path such as mycompany.accounts:Provider")
+    return raw
+
+
+def _sender(key: str, raw: str) -> str:
+    if not raw.startswith("whatsapp:+") or not raw[10:].isdigit():
+        raise ConfigError(key, raw, "a WhatsApp sender such as whatsapp:+14155238886")
+    return raw
+
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting tertulia reads. Tests build one with `Settings.from_mapping`."""
+
+    database_url: str = "sqlite:///tertulia.db"
+    flows_dir: Path = Path("flows")
+    default_flow: str = "trial"
+    session_timeout: timedelta = timedelta(minutes=3)
+    session_warning: timedelta | None = None
+    sweep_interval_seconds: float = 60.0
+    stats_interval_seconds: float = 300.0
+    trial_duration: timedelta = timedelta(hours=24)
+    trial_cooldown: timedelta = timedelta(days=30)
+    credential_provider: str | None = None
+    twilio_account_sid: str | None = None
+    twilio_auth_token: Secret | None = None
+    twilio_whatsapp_from: str | None = None
+    public_base_url: str | None = None
+    twilio_api_base_url: str = "https://api.twilio.com"
+    twilio_http_timeout_seconds: float = 10.0
+    outbox_max_attempts: int = 8
+    twilio_max_mps: float = 80.0
+    sqlite_synchronous: str = "NORMAL"
+    log_level: str = "INFO"
+    log_format: str = "text"
+    extra: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def dry_run(self) -> bool:
+        """No Twilio credentials: outbound messages go to the log only."""
+        return not (
+            self.twilio_account_sid and self.twilio_auth_token and self.twilio_whatsapp_from
+        )
+
+    @classmethod
+    def from_mapping(cls, env: Mapping[str, str]) -> Settings:
+        """Build settings from a plain mapping (the environment, or a test's dict)."""
+        get = _Reader(env)
+        warning = get("SESSION_WARNING_SECONDS", lambda k, v: _number(k, v, allow_zero=True))
+        cooldown = get("TRIAL_COOLDOWN_DAYS", lambda k, v: _number(k, v, allow_zero=True))
+        return cls(
+            database_url=get("DATABASE_URL", _database_url) or cls.database_url,
+            flows_dir=Path(get("FLOWS_DIR", lambda k, v: v) or "flows"),
+            default_flow=get("DEFAULT_FLOW", lambda k, v: v) or "trial",
+            session_timeout=timedelta(minutes=get("SESSION_TIMEOUT_MINUTES", _number) or 3),
+            session_warning=timedelta(seconds=warning) if warning else None,
+            sweep_interval_seconds=get("SWEEP_INTERVAL_SECONDS", _number) or 60.0,
+            stats_interval_seconds=60 * (get("STATS_INTERVAL_MINUTES", _number) or 5),
+            trial_duration=timedelta(hours=get("TRIAL_DURATION_HOURS", _number) or 24),
+            trial_cooldown=timedelta(days=_default(cooldown, 30.0)),
+            credential_provider=get("CREDENTIAL_PROVIDER", _provider),
+            twilio_account_sid=get("TWILIO_ACCOUNT_SID", _account_sid),
+            twilio_auth_token=get("TWILIO_AUTH_TOKEN", lambda k, v: Secret(v)),
+            twilio_whatsapp_from=get("TWILIO_WHATSAPP_FROM", _sender),
+            public_base_url=get("PUBLIC_BASE_URL", _url),
+            twilio_api_base_url=get("TWILIO_API_BASE_URL", _url) or cls.twilio_api_base_url,
+            twilio_http_timeout_seconds=get("TWILIO_HTTP_TIMEOUT_SECONDS", _number) or 10.0,
+            outbox_max_attempts=get("OUTBOX_MAX_ATTEMPTS", _positive_int) or 8,
+            twilio_max_mps=get("TWILIO_MAX_MPS", _number) or 80.0,
+            sqlite_synchronous=get(
+                "SQLITE_SYNCHRONOUS", lambda k, v: _choice(k, v, ("NORMAL", "FULL"))
+            )
+            or "NORMAL",
+            log_level=get("LOG_LEVEL", lambda k, v: _choice(k, v, _LOG_LEVELS)) or "INFO",
+            log_format=get("LOG_FORMAT", lambda k, v: _choice(k, v, ("text", "json"))) or "text",
+            extra=dict(env),
+        )
+
+
+def _default(value: T | None, default: T) -> T:
+    return default if value is None else value
+
+
+def _database_url(key: str, raw: str) -> str:
+    if "://" not in raw:
+        raise ConfigError(key, raw, "a SQLAlchemy URL such as sqlite:///tertulia.db")
+    return raw
+
+
+def _account_sid(key: str, raw: str) -> str:
+    if not raw.startswith("AC") or len(raw) != 34:
+        raise ConfigError(key, raw, "a Twilio Account SID: 'AC' followed by 32 characters")
+    return raw
+
+
+class _Reader:
+    """Reads one variable, treating an empty value as unset."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def __call__(self, key: str, parse: Callable[[str, str], T]) -> T | None:
+        raw = self._env.get(key, "").strip()
+        return parse(key, raw) if raw else None
+
+
+def load_settings(env_file: str | os.PathLike[str] | None = ".env") -> Settings:
+    """Settings from `.env` (if present) overlaid by the real environment."""
+    merged: dict[str, str] = {}
+    if env_file is not None and Path(env_file).is_file():
+        from dotenv import dotenv_values
+
+        merged.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    merged.update(os.environ)
+    return Settings.from_mapping(merged)

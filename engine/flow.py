@@ -1,0 +1,241 @@
+"""The flow DSL that flow authors subclass, and the compiled form the engine runs.
+
+A flow file reads top to bottom: states, texts, the transition table (data), then one
+small step function per open state. `compile_flow` checks it (engine.flowcheck) and
+builds one `transitions` Machine per flow class, never one per conversation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, TypeVar
+
+from transitions import Machine, MachineError
+
+from engine.intents import Intents
+from engine.ports import Credentials, TrialRecord
+
+__all__ = [
+    "BASE_TEXTS",
+    "ENGINE_TRIGGERS",
+    "CompiledFlow",
+    "Decision",
+    "Flow",
+    "Turn",
+    "step",
+]
+
+# Texts the engine itself sends; a flow may override any of them in its `texts`.
+BASE_TEXTS: dict[str, str] = {
+    "goodbye": "¡Gracias por escribirnos! Cuando quieras, acá estamos. 👋",
+    "cancelled": "Listo, cancelamos todo. Si cambiás de idea, escribinos cuando quieras.",
+    "apology": (
+        "Perdón, tuvimos un problema de nuestro lado y no pudimos seguir. 😔 "
+        "Escribinos de nuevo en un rato y arrancamos otra vez."
+    ),
+    "timeout_notice": (
+        "Cerramos tu sesión por inactividad. Escribinos cuando quieras para empezar de nuevo."
+    ),
+    "warning": "¿Seguís ahí? Si no nos escribís en un ratito, vamos a cerrar la sesión.",
+    "admin_closed": "Cerramos esta conversación. Escribinos cuando quieras para empezar de nuevo.",
+    "not_understood": "Perdón, no te entendí. 🤔",
+    "options": (
+        "Podés escribir *prueba* para pedir la prueba gratis, *cancelar* para dejarlo acá, "
+        "o *chau* para despedirte."
+    ),
+    "media_only": (
+        "Por ahora solo leo mensajes de texto. 🙏 ¿Me lo escribís, por favor?"
+    ),
+}
+
+# Closes the engine performs in any open state: trigger -> (final state, reason, texts).
+ENGINE_TRIGGERS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "goodbye": ("closed", "goodbye", ("goodbye",)),
+    "cancel": ("cancelled", "cancelled", ("cancelled",)),
+    "expire": ("timeout", "timeout", ("timeout_notice",)),
+    "fail": ("closed", "error", ("apology",)),
+    "admin_close": ("closed", "admin", ("admin_closed",)),
+    "keyword_close": ("closed", "keyword", ()),
+}
+
+F = TypeVar("F", bound=Callable[..., "Decision"])
+
+
+def step(state: str) -> Callable[[F], F]:
+    """Mark a Flow method as the step that handles a message in `state`."""
+
+    def mark(fn: F) -> F:
+        fn.__tertulia_step__ = state  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What a step decided: fire a trigger (or stay) and which texts to send."""
+
+    trigger: str | None = None
+    say: tuple[str, ...] = ()
+    values: Mapping[str, object] = field(default_factory=dict)
+    understood: bool = True
+
+
+class Turn:
+    """What a step function sees of one message, and the ways it can answer."""
+
+    __slots__ = (
+        "_trials",
+        "context",
+        "credentials",
+        "intent",
+        "now",
+        "profile_name",
+        "state",
+        "text",
+        "trial_cooldown",
+    )
+
+    def __init__(
+        self, *, text: str, intent: str | None, state: str, context: dict[str, Any],
+        now: datetime, profile_name: str | None = None, credentials: Credentials | None = None,
+        trials: Callable[[], TrialRecord | None] = lambda: None,
+        trial_cooldown: timedelta = timedelta(days=30),
+    ) -> None:
+        self.text, self.intent, self.state, self.context = text, intent, state, context
+        self.now, self.profile_name, self.credentials = now, profile_name, credentials
+        self.trial_cooldown, self._trials = trial_cooldown, trials
+
+    def move(self, trigger: str, **values: object) -> Decision:
+        """Fire `trigger`; the texts are the ones its transition says."""
+        return Decision(trigger=trigger, values=values)
+
+    def stay(self, *say: str, **values: object) -> Decision:
+        """Keep the state and send the texts named."""
+        return Decision(say=say, values=values)
+
+    def not_understood(self) -> Decision:
+        """Re-prompt for this step; after three in a row the engine offers the options."""
+        return Decision(understood=False)
+
+    def recent_trial(self) -> TrialRecord | None:
+        """The latest trial issued to this phone within TRIAL_COOLDOWN_DAYS, if any."""
+        trial = self._trials()
+        if trial is None or self.now - trial.issued_at >= self.trial_cooldown:
+            return None
+        return trial
+
+
+class Flow:
+    """Base class of every flow. Subclasses fill in the class attributes below."""
+
+    name: ClassVar[str]
+    states: ClassVar[Sequence[str]]
+    initial: ClassVar[str]
+    final: ClassVar[Sequence[str]] = ("closed", "timeout", "cancelled")
+    texts: ClassVar[Mapping[str, str]] = {}
+    transitions: ClassVar[Sequence[Mapping[str, Any]]] = ()
+    # state -> text key sent when a message in that state is not understood.
+    reprompts: ClassVar[Mapping[str, str]] = {}
+    start_text: ClassVar[str] = "greeting"
+    # Extra words per intent, e.g. {"afirmacion": ["de diez"]}.
+    vocabulary: ClassVar[Mapping[str, Sequence[str]]] = {}
+    # Phrases that, when a bot reply contains them, close the session (reason keyword).
+    closing_keywords: ClassVar[Sequence[str]] = ()
+    # Entering this state issues credentials through the provider, outside the write lock.
+    credentials_state: ClassVar[str | None] = None
+
+    def start(self, turn: Turn) -> Decision:
+        """The answer to the first message of a conversation."""
+        return turn.stay(self.start_text)
+
+
+StepFn = Callable[[Flow, Turn], Decision]
+
+
+class _Model:
+    """The short-lived object a shared Machine moves for one message."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, state: str) -> None:
+        self.state = state
+
+
+@dataclass(frozen=True)
+class Route:
+    """One row of the transition table, as the engine needs it."""
+
+    trigger: str
+    source: str
+    dest: str
+    say: tuple[str, ...]
+    reason: str | None
+
+
+class CompiledFlow:
+    """A checked flow: its shared Machine, steps, texts and routes."""
+
+    def __init__(
+        self, cls: type[Flow], file: str, routes: list[Route], steps: dict[str, StepFn]
+    ) -> None:
+        self.cls, self.file, self.name = cls, file, cls.name
+        self.instance = cls()
+        self.initial, self.final = cls.initial, frozenset(cls.final)
+        self.states = tuple(cls.states)
+        self.texts: dict[str, str] = {**BASE_TEXTS, **cls.texts}
+        self.steps = steps
+        self.intents = Intents(extra=cls.vocabulary or None)
+        self.closing_keywords = tuple(k.casefold() for k in cls.closing_keywords)
+        self.credentials_state = cls.credentials_state
+        self._routes = {(r.trigger, r.source): r for r in routes}
+        self.routes = routes
+        self.machine = Machine(
+            model=None, states=list(self.states), initial=self.initial,
+            transitions=_machine_table(routes), auto_transitions=False,
+        )
+
+    def fire(self, state: str, trigger: str) -> Route:
+        """Move a state through the shared Machine; raises MachineError if not allowed."""
+        event = self.machine.events.get(trigger)
+        if event is None:
+            raise MachineError(f"flow {self.name!r} has no trigger {trigger!r}")
+        model = _Model(state)
+        event.trigger(model)
+        return self._routes[(trigger, state)]
+
+    def run_step(self, turn: Turn) -> Decision:
+        return self.steps[turn.state](self.instance, turn)
+
+    def render(self, key: str, values: Mapping[str, object]) -> str:
+        return self.texts[key].format_map(values)
+
+    def open_states(self) -> list[str]:
+        return [s for s in self.states if s not in self.final]
+
+
+def _machine_table(routes: list[Route]) -> list[dict[str, str]]:
+    return [{"trigger": r.trigger, "source": r.source, "dest": r.dest} for r in routes]
+
+
+def compile_flow(cls: type[Flow], file: str) -> CompiledFlow:
+    """Check `cls` and compile it; raises FlowDefinitionError naming the first problem."""
+    from engine.flowcheck import check_flow, routes_of, steps_of
+
+    problems = check_flow(cls, file)
+    if problems:
+        raise problems[0]
+    routes = routes_of(cls) + _engine_routes(cls)
+    return CompiledFlow(cls, file, routes, steps_of(cls))
+
+
+def _engine_routes(cls: type[Flow]) -> list[Route]:
+    open_states = [s for s in cls.states if s not in cls.final]
+    return [
+        Route(trigger, source, dest, say, reason)
+        for trigger, (dest, reason, say) in ENGINE_TRIGGERS.items()
+        if dest in cls.states
+        for source in open_states
+    ]

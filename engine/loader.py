@@ -1,0 +1,114 @@
+"""Find and load flows by path from FLOWS_DIR, so an edit takes effect on the next start."""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from engine.errors import FlowDefinitionError, FlowNotFound
+from engine.flow import CompiledFlow, Flow, compile_flow
+from engine.flowcheck import check_flow
+
+__all__ = ["FlowRegistry", "check_files", "flow_files", "load_flows"]
+
+
+@dataclass(frozen=True)
+class FlowRegistry:
+    """The compiled flows by name, and the one new conversations start in."""
+
+    flows: dict[str, CompiledFlow]
+    default_name: str
+
+    @property
+    def default(self) -> CompiledFlow:
+        return self.get(self.default_name)
+
+    def get(self, name: str) -> CompiledFlow:
+        try:
+            return self.flows[name]
+        except KeyError:
+            raise FlowNotFound(name, list(self.flows)) from None
+
+    def __iter__(self) -> Iterator[CompiledFlow]:
+        return iter(self.flows.values())
+
+
+def flow_files(flows_dir: Path) -> list[Path]:
+    """Every `*.py` in the folder, except private helpers named `_*.py`."""
+    if not flows_dir.is_dir():
+        raise FlowDefinitionError(
+            str(flows_dir), "FLOWS_DIR", "the folder does not exist",
+            "point FLOWS_DIR at the folder that holds your flow files",
+        )
+    return sorted(p for p in flows_dir.glob("*.py") if not p.name.startswith("_"))
+
+
+def load_flows(flows_dir: Path, default_name: str) -> FlowRegistry:
+    """Compile every flow in `flows_dir`; the first problem found stops loading."""
+    flows: dict[str, CompiledFlow] = {}
+    for path in flow_files(flows_dir):
+        for cls in _flow_classes(path):
+            if cls.name in flows:
+                raise FlowDefinitionError(
+                    str(path), f"flow {cls.name!r}",
+                    f"the name is also used in {flows[cls.name].file}",
+                    "give each flow its own name",
+                )
+            flows[cls.name] = compile_flow(cls, str(path))
+    registry = FlowRegistry(flows, default_name)
+    registry.get(default_name)  # fail at start, not at the first message
+    return registry
+
+
+def check_files(paths: Iterable[Path]) -> list[FlowDefinitionError]:
+    """Every problem in the given files, for `tertulia flows check`."""
+    problems: list[FlowDefinitionError] = []
+    for path in paths:
+        try:
+            classes = _flow_classes(path)
+        except FlowDefinitionError as exc:
+            problems.append(exc)
+            continue
+        for cls in classes:
+            problems.extend(check_flow(cls, str(path)))
+    return problems
+
+
+def _flow_classes(path: Path) -> list[type[Flow]]:
+    module = _import(path)
+    classes = [
+        obj for _, obj in inspect.getmembers(module, inspect.isclass)
+        if issubclass(obj, Flow) and obj is not Flow and obj.__module__ == module.__name__
+    ]
+    if not classes:
+        raise FlowDefinitionError(
+            str(path), "module", "it defines no Flow subclass",
+            "define `class MyFlow(Flow): ...`, or rename the file to start with '_'",
+        )
+    return classes
+
+
+def _import(path: Path) -> ModuleType:
+    name = f"tertulia_flows.{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise FlowDefinitionError(str(path), "module", "it cannot be imported", "name it *.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # inspect.getsource needs to find the module
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        raise FlowDefinitionError(
+            str(path), f"line {exc.lineno}", f"syntax error: {exc.msg}", "correct the Python syntax"
+        ) from None
+    except Exception as exc:
+        raise FlowDefinitionError(
+            str(path), "module", f"importing it raised {type(exc).__name__}: {exc}",
+            "fix the error at the top level of the file",
+        ) from None
+    return module

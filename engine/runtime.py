@@ -1,0 +1,299 @@
+"""The engine: one inbound message in, the outbound messages out, in one transaction.
+
+It imports no twilio, web framework or sqlalchemy. It talks to a Store (serialised
+transactions), a CredentialProvider and a Clock, and tells listeners what each
+committed transaction changed so adapters (timeouts, the outbox, logs) act after it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from engine.clock import Clock
+from engine.errors import StoreError
+from engine.flow import CompiledFlow, Decision, Turn
+from engine.loader import FlowRegistry
+from engine.ports import (
+    CredentialProvider,
+    CredentialRequest,
+    Credentials,
+    Inbound,
+    Outbound,
+    SessionRecord,
+    Store,
+    TrialRecord,
+)
+from engine.unit import Committed, Work
+
+__all__ = ["WHATSAPP_WINDOW", "Engine", "EngineSettings", "Listener"]
+
+log = logging.getLogger("tertulia.engine")
+
+Listener = Callable[[Committed], None]
+# WhatsApp only delivers free-form messages within 24 h of the user's last message.
+WHATSAPP_WINDOW = timedelta(hours=24)
+_MISSES_BEFORE_OPTIONS = 3
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    session_timeout: timedelta = timedelta(minutes=3)
+    session_warning: timedelta | None = None
+    trial_cooldown: timedelta = timedelta(days=30)
+
+
+class _Duplicate(Exception):
+    """The MessageSid was seen before: roll back and answer nothing."""
+
+
+class Engine:
+    """Runs conversations; holds no conversation in memory between messages."""
+
+    def __init__(
+        self, *, flows: FlowRegistry, store: Store, provider: CredentialProvider, clock: Clock,
+        settings: EngineSettings | None = None, listeners: Sequence[Listener] = (),
+    ) -> None:
+        self.flows, self._store, self._provider, self.clock = flows, store, provider, clock
+        self.settings = settings or EngineSettings()
+        self._listeners = list(listeners)
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    # -- inbound -------------------------------------------------------------------------
+
+    def handle(self, inbound: Inbound) -> list[Outbound]:
+        """Process one message; the returned messages are already queued in the outbox."""
+        now = self.clock.now()
+        try:
+            with self._store.transaction() as tx:
+                work = Work(tx, now)
+                session, flow, created = self._session_for(work, inbound)
+                if not tx.record_inbound(
+                    session_id=session.id, channel=inbound.channel,
+                    message_id=inbound.message_id, body=inbound.text, now=now,
+                ):
+                    raise _Duplicate
+                self._respond(work, session, flow, inbound, created)
+                work.flush()
+        except _Duplicate:
+            return []
+        except StoreError:
+            raise
+        except Exception as exc:
+            return self._fail(inbound, now, exc)
+        self._publish(work.committed)
+        outbound = work.committed.outbound
+        if work.issue is not None:
+            outbound = outbound + self._issue(*work.issue)
+        return outbound
+
+    def _session_for(
+        self, work: Work, inbound: Inbound
+    ) -> tuple[SessionRecord, CompiledFlow, bool]:
+        session = work.tx.open_session(inbound.channel, inbound.phone)
+        if session is not None and session.expires_at <= work.now:
+            # The row is the truth: past expires_at it is over, whether or not its job ran.
+            work.transition(session, self.flows.get(session.flow), "expire",
+                            detail="expired before this message arrived")
+            work.flush()  # the unique index on open sessions wants it closed first
+            session = None
+        if session is not None:
+            return session, self.flows.get(session.flow), False
+        flow = self.flows.default
+        session = work.tx.create_session(
+            channel=inbound.channel, phone=inbound.phone, flow=flow.name, state=flow.initial,
+            now=work.now, expires_at=work.now + self.settings.session_timeout, context={},
+        )
+        work.opened(session, flow)
+        return session, flow, True
+
+    def _respond(
+        self, work: Work, session: SessionRecord, flow: CompiledFlow, inbound: Inbound,
+        created: bool,
+    ) -> None:
+        work.renew(session, self.settings.session_timeout, created=created)
+        turn = self._turn(work, session, inbound, flow)
+        if created:
+            self._apply(work, session, flow, flow.instance.start(turn))
+        if inbound.kind != "text":
+            work.say(session, flow, "media_only")
+        elif turn.intent == "cancelacion":
+            work.transition(session, flow, "cancel")
+        elif turn.intent == "despedida":
+            work.transition(session, flow, "goodbye")
+        elif created and turn.intent in (None, "saludo"):
+            pass  # the greeting already answers a hello
+        elif session.state == flow.credentials_state:
+            work.issue = (session, flow)  # resume an issue a crash interrupted
+        else:
+            self._apply(work, session, flow, flow.run_step(turn))
+
+    def _turn(
+        self, work: Work, session: SessionRecord, inbound: Inbound, flow: CompiledFlow
+    ) -> Turn:
+        return Turn(
+            text=inbound.text, intent=flow.intents.detect(inbound.text), state=session.state,
+            context=session.context, now=work.now, profile_name=inbound.profile_name,
+            trials=lambda: work.tx.latest_trial(session.phone),
+            trial_cooldown=self.settings.trial_cooldown,
+        )
+
+    def _apply(
+        self, work: Work, session: SessionRecord, flow: CompiledFlow, decision: Decision
+    ) -> None:
+        if not decision.understood:
+            self._miss(work, session, flow)
+            return
+        session.context.pop("misses", None)
+        values = {**session.context, **decision.values}
+        for key in decision.say:
+            work.say(session, flow, key, values)
+        if decision.trigger is not None:
+            route = work.transition(session, flow, decision.trigger, values=values)
+            if route.dest == flow.credentials_state:
+                work.issue = (session, flow)
+        self._closing_keywords(work, session, flow)
+
+    def _miss(self, work: Work, session: SessionRecord, flow: CompiledFlow) -> None:
+        misses = int(session.context.get("misses", 0)) + 1
+        if misses >= _MISSES_BEFORE_OPTIONS:
+            work.say(session, flow, "options")
+            misses = 0
+        else:
+            work.say(session, flow, flow.cls.reprompts.get(session.state, "not_understood"),
+                     session.context)
+        session.context["misses"] = misses
+
+    def _closing_keywords(self, work: Work, session: SessionRecord, flow: CompiledFlow) -> None:
+        if not flow.closing_keywords or not session.is_open:
+            return
+        said = work.said_to(session).casefold()
+        if any(keyword in said for keyword in flow.closing_keywords):
+            work.transition(session, flow, "keyword_close", detail="closing keyword in reply")
+
+    # -- credentials, outside the write lock ---------------------------------------------
+
+    def _issue(self, session: SessionRecord, flow: CompiledFlow) -> list[Outbound]:
+        request = CredentialRequest(
+            key=str(session.id), phone=session.phone, name=str(session.context.get("name", "")),
+            email=str(session.context.get("email", "")), now=self.clock.now(),
+        )
+        try:
+            credentials = self._provider.issue(request)
+            return self._deliver(session.id, flow, credentials)
+        except StoreError:
+            raise
+        except Exception as exc:
+            return self._fail_session(session.id, exc)
+
+    def _deliver(self, session_id: int, flow: CompiledFlow, creds: Credentials) -> list[Outbound]:
+        now = self.clock.now()
+        with self._store.transaction() as tx:
+            work = Work(tx, now, secret=creds.password)
+            session = tx.get_session(session_id)
+            if session is None or not session.is_open or session.state != flow.credentials_state:
+                return []  # another message delivered them already
+            work.touch(session)
+            tx.add_trial(TrialRecord(session.phone, creds.username, now, creds.expires_at),
+                         session_id=session_id)
+            turn = Turn(text="", intent=None, state=session.state, context=session.context,
+                        now=now, credentials=creds)
+            self._apply(work, session, flow, flow.run_step(turn))
+            work.flush()
+        self._publish(work.committed)
+        return work.committed.outbound
+
+    # -- failures ------------------------------------------------------------------------
+
+    def _fail(self, inbound: Inbound, now: datetime, exc: Exception) -> list[Outbound]:
+        log.error("step failed for session of %s: %s: %s", inbound.phone, type(exc).__name__,
+                  exc, exc_info=exc)
+        with self._store.transaction() as tx:
+            work = Work(tx, now)
+            session, flow, _ = self._session_for(work, inbound)
+            if not tx.record_inbound(session_id=session.id, channel=inbound.channel,
+                                     message_id=inbound.message_id, body=inbound.text, now=now):
+                return []
+            work.renew(session, self.settings.session_timeout, created=True)
+            work.transition(session, flow, "fail", detail=_describe(exc))
+            work.flush()
+        self._publish(work.committed)
+        return work.committed.outbound
+
+    def _fail_session(self, session_id: int, exc: Exception) -> list[Outbound]:
+        log.error("credentials failed for session %s: %s", session_id, _describe(exc),
+                  exc_info=exc)
+        return self._close_by_id(session_id, "fail", detail=_describe(exc))
+
+    # -- closes the scheduler and ops ask for --------------------------------------------
+
+    def expire(self, session_id: int) -> datetime | None:
+        """Time out a session if it is due; returns the later expiry to re-arm at, if any."""
+        now = self.clock.now()
+        with self._store.transaction() as tx:
+            session = tx.get_session(session_id)
+            if session is None or not session.is_open:
+                return None
+            if session.expires_at > now:
+                return session.expires_at
+            work = Work(tx, now)
+            in_window = now - session.last_inbound_at < WHATSAPP_WINDOW
+            detail = None if in_window else "outside the 24-hour window: closed without a notice"
+            work.transition(session, self.flows.get(session.flow), "expire",
+                            notify=in_window, detail=detail)
+            work.flush()
+        self._publish(work.committed)
+        return None
+
+    def warn(self, session_id: int) -> bool:
+        """Send the "¿Seguís ahí?" notice once per idle stretch; True if it was sent."""
+        warning, now = self.settings.session_warning, self.clock.now()
+        with self._store.transaction() as tx:
+            session = tx.get_session(session_id)
+            if (warning is None or session is None or not session.is_open
+                    or session.context.get("warned")
+                    or not session.expires_at - warning <= now < session.expires_at
+                    or now - session.last_inbound_at >= WHATSAPP_WINDOW):
+                return False
+            work = Work(tx, now)
+            work.touch(session)
+            session.context["warned"] = True
+            work.say(session, self.flows.get(session.flow), "warning")
+            work.committed.warned.append(session)
+            work.flush()
+        self._publish(work.committed)
+        return True
+
+    def close(self, session_id: int, *, notify: bool = True) -> list[Outbound]:
+        """Close an open session for ops (reason admin)."""
+        return self._close_by_id(session_id, "admin_close", notify=notify, detail="by ops")
+
+    def _close_by_id(
+        self, session_id: int, trigger: str, *, notify: bool = True, detail: str | None = None
+    ) -> list[Outbound]:
+        with self._store.transaction() as tx:
+            work = Work(tx, self.clock.now())
+            session = tx.get_session(session_id)
+            if session is None or not session.is_open:
+                return []
+            work.transition(session, self.flows.get(session.flow), trigger, notify=notify,
+                            detail=detail)
+            work.flush()
+        self._publish(work.committed)
+        return work.committed.outbound
+
+    def _publish(self, committed: Committed) -> None:
+        for listener in self._listeners:
+            try:
+                listener(committed)
+            except Exception:
+                # The transaction is committed; a listener must not undo the user's reply.
+                log.exception("listener %r failed", listener)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:500]

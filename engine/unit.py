@@ -1,0 +1,99 @@
+"""The unit of work of one transaction: it moves sessions, queues texts and remembers
+what changed, so the engine can tell adapters after the commit."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from engine.errors import StoreError
+from engine.flow import CompiledFlow, Route
+from engine.ports import Outbound, SessionRecord, StoreTx
+
+__all__ = ["Committed", "Work"]
+
+_HIDDEN = "••••••••"
+
+
+@dataclass
+class Committed:
+    """What one committed transaction changed."""
+
+    opened: list[SessionRecord] = field(default_factory=list)
+    renewed: list[SessionRecord] = field(default_factory=list)
+    warned: list[SessionRecord] = field(default_factory=list)
+    closed: list[SessionRecord] = field(default_factory=list)
+    outbound: list[Outbound] = field(default_factory=list)
+
+
+class Work:
+    """Writes of one transaction, applied through the store as they happen."""
+
+    def __init__(self, tx: StoreTx, now: datetime, *, secret: str | None = None) -> None:
+        self.tx, self.now, self._secret = tx, now, secret
+        self.committed = Committed()
+        self.issue: tuple[SessionRecord, CompiledFlow] | None = None
+        self._read_versions: dict[int, tuple[SessionRecord, int]] = {}
+
+    def touch(self, session: SessionRecord) -> None:
+        """Remember the version read, so the write can check nobody else wrote since."""
+        self._read_versions.setdefault(session.id, (session, session.version))
+
+    def opened(self, session: SessionRecord, flow: CompiledFlow) -> None:
+        self.touch(session)
+        self.committed.opened.append(session)
+        self.tx.add_event(session_id=session.id, from_state=None, to_state=session.state,
+                          trigger="start", detail=f"flow {flow.name}", at=self.now)
+
+    def renew(self, session: SessionRecord, timeout: timedelta, *, created: bool) -> None:
+        self.touch(session)
+        session.last_inbound_at = self.now
+        session.expires_at = self.now + timeout
+        session.context.pop("warned", None)
+        if not created:
+            self.committed.renewed.append(session)
+
+    def say(
+        self, session: SessionRecord, flow: CompiledFlow, key: str,
+        values: Mapping[str, object] | None = None,
+    ) -> None:
+        body = flow.render(key, values or {})
+        secret = self._secret
+        redacted = body.replace(secret, _HIDDEN) if secret and secret in body else None
+        message_id = self.tx.enqueue(session_id=session.id, channel=session.channel, body=body,
+                                     now=self.now, redacted=redacted)
+        self.committed.outbound.append(
+            Outbound(message_id, session.id, session.channel, session.phone, body)
+        )
+
+    def said_to(self, session: SessionRecord) -> str:
+        return "\n".join(o.body for o in self.committed.outbound if o.session_id == session.id)
+
+    def transition(
+        self, session: SessionRecord, flow: CompiledFlow, trigger: str, *,
+        values: Mapping[str, object] | None = None, notify: bool = True,
+        detail: str | None = None,
+    ) -> Route:
+        """Fire `trigger` through the flow's Machine, record the event, say its texts."""
+        self.touch(session)
+        route = flow.fire(session.state, trigger)
+        self.tx.add_event(session_id=session.id, from_state=session.state, to_state=route.dest,
+                          trigger=trigger, detail=detail, at=self.now)
+        session.state = route.dest
+        if notify:
+            for key in route.say:
+                self.say(session, flow, key, {**session.context, **(values or {})})
+        if route.reason is not None:
+            session.closed_at, session.close_reason = self.now, route.reason
+            self.committed.closed.append(session)
+        return route
+
+    def flush(self) -> None:
+        """Write back every session touched; a changed version means a lost race."""
+        touched, self._read_versions = self._read_versions, {}
+        for session, read_version in touched.values():
+            if not self.tx.save_session(session, read_version=read_version):
+                raise StoreError(
+                    f"session {session.id} changed under us (read version {read_version})"
+                )
