@@ -52,6 +52,41 @@ def main() -> None:
 
 
 @main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@_fail_cleanly
+def serve(host: str, port: int) -> None:
+    """Run the webhook server, the scheduler and the outbound dispatcher."""
+    import uvicorn
+
+    from engine import logs
+    from engine.service import Service
+    from engine.web import create_app
+
+    settings = _settings()
+    logs.configure(settings.log_level, settings.log_format)
+    _warn_about_mode(settings)
+    app = create_app(Service(settings, stats=True))
+    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False,
+                lifespan="on", timeout_graceful_shutdown=10)
+
+
+def _warn_about_mode(settings: Settings) -> None:
+    import logging
+
+    log = logging.getLogger("tertulia")
+    if settings.dry_run:
+        log.warning("DRY RUN: TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and TWILIO_WHATSAPP_FROM "
+                    "are not all set; outbound messages go to the log, marked dry_run")
+    if settings.twilio_auth_token is None:
+        log.warning("!!! SIGNATURE CHECK OFF: no TWILIO_AUTH_TOKEN, so anyone who can reach "
+                    "this server can post webhooks. Never expose it like this. !!!")
+    elif settings.public_base_url is None:
+        log.warning("PUBLIC_BASE_URL is not set: signatures are checked against the URL "
+                    "this server sees (or X-Forwarded-*), which fails behind most proxies")
+
+
+@main.command()
 @click.option("--phone", default="+5491100000000", show_default=True, callback=_phone,
               help="The number this terminal pretends to be.")
 @click.option("--name", "profile_name", default=None, help="A WhatsApp profile name to greet.")

@@ -10,6 +10,7 @@ __all__ = [
     "SessionNotFound",
     "StoreError",
     "TertuliaError",
+    "WebhookError",
 ]
 
 
@@ -55,3 +56,12 @@ class StoreError(TertuliaError):
 
 class CredentialError(TertuliaError):
     """The credential provider could not issue credentials."""
+
+
+class WebhookError(TertuliaError):
+    """A webhook request we cannot read; the web layer answers 400."""
+
+    def __init__(self, field: str, problem: str, value: str) -> None:
+        self.field = field
+        shown = f" (value {value!r})" if value else ""
+        super().__init__(f"webhook field {field!r}: {problem}{shown}")

@@ -59,4 +59,5 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
     root.setLevel(level)
     # twilio logs every request at INFO, with full numbers in its texts.
     logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    for noisy in ("apscheduler", "transitions", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

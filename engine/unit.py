@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from engine.errors import StoreError
 from engine.flow import CompiledFlow, Route
 from engine.ports import Outbound, SessionRecord, StoreTx
+from engine.text import split_body
 
 __all__ = ["Committed", "Work"]
 
@@ -58,14 +59,14 @@ class Work:
         self, session: SessionRecord, flow: CompiledFlow, key: str,
         values: Mapping[str, object] | None = None,
     ) -> None:
-        body = flow.render(key, values or {})
-        secret = self._secret
-        redacted = body.replace(secret, _HIDDEN) if secret and secret in body else None
-        message_id = self.tx.enqueue(session_id=session.id, channel=session.channel, body=body,
-                                     now=self.now, redacted=redacted)
-        self.committed.outbound.append(
-            Outbound(message_id, session.id, session.channel, session.phone, body)
-        )
+        for body in split_body(flow.render(key, values or {})):
+            secret = self._secret
+            redacted = body.replace(secret, _HIDDEN) if secret and secret in body else None
+            message_id = self.tx.enqueue(session_id=session.id, channel=session.channel,
+                                         body=body, now=self.now, redacted=redacted)
+            self.committed.outbound.append(
+                Outbound(message_id, session.id, session.channel, session.phone, body)
+            )
 
     def said_to(self, session: SessionRecord) -> str:
         return "\n".join(o.body for o in self.committed.outbound if o.session_id == session.id)

@@ -92,7 +92,8 @@ class Message(Base):
         Index("ix_messages_session", "session_id"),
         Index(
             "ix_messages_outbox", "channel", "id",
-            sqlite_where=text("status = 'pending'"), postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status IN ('pending', 'sending')"),
+            postgresql_where=text("status IN ('pending', 'sending')"),
         ),
     )
 

@@ -1,17 +1,166 @@
-"""Outbox queries: pending outbound rows, and marking them delivered."""
+"""Outbox queries: which rows to send next, and recording what became of them."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import case, select, update
+from sqlalchemy import case, func, select, update
 
 from engine.ports import Outbound
 from persistence.models import messages, sessions
 from persistence.store import SqlStore
 
-__all__ = ["deliver_console"]
+__all__ = [
+    "STATUS_RANK",
+    "OutRow",
+    "apply_status",
+    "claim_heads",
+    "deliver_console",
+    "has_due",
+    "mark_sent",
+    "pending_count",
+    "record_failure",
+    "record_retry",
+    "record_sent",
+    "release_sending",
+]
 
+# Twilio's statuses only move forward; undelivered and failed are final (rank 5).
+STATUS_RANK = {"pending": -2, "sending": -1, "accepted": 0, "scheduled": 0, "queued": 0,
+               "sent": 2, "delivered": 3, "read": 4, "undelivered": 5, "failed": 5}
+_SCAN = 2000  # rows looked at per claim; heads of later recipients come next round
+
+
+@dataclass(frozen=True, slots=True)
+class OutRow:
+    id: int
+    phone: str
+    body: str
+    log_body: str  # what may appear in a log: the redacted copy when there is one
+    attempts: int
+    last_inbound_at: datetime
+
+
+def claim_heads(
+    store: SqlStore, *, channel: str, now: datetime, busy: set[str], limit: int
+) -> list[OutRow]:
+    """The oldest unsent row of each recipient not busy or backing off, marked `sending`.
+
+    Order per recipient holds because a recipient's later rows wait behind its head.
+    """
+    m, s = messages.c, sessions.c
+    query = (
+        select(m.id, m.body, m.body_redacted, m.attempts, m.status, m.next_attempt_at,
+               s.phone, s.last_inbound_at)
+        .join(sessions, s.id == m.session_id)
+        .where(m.channel == channel, m.direction == "out", m.status.in_(("pending", "sending")))
+        .order_by(m.id).limit(_SCAN)
+    )
+    heads: list[OutRow] = []
+    seen: set[str] = set(busy)
+    with store.transaction() as tx:
+        for row in tx.conn.execute(query):
+            if row.phone in seen:
+                continue
+            seen.add(row.phone)
+            if row.status == "pending" and (row.next_attempt_at is None
+                                            or row.next_attempt_at <= now):
+                heads.append(OutRow(row.id, row.phone, row.body, row.body_redacted or row.body,
+                                    row.attempts, row.last_inbound_at))
+                if len(heads) >= limit:
+                    break
+        if heads:
+            tx.conn.execute(update(messages).where(m.id.in_([h.id for h in heads]))
+                            .values(status="sending"))
+    return heads
+
+
+def release_sending(store: SqlStore, channel: str) -> int:
+    """At start: rows a crash left `sending` go back to pending (they may be sent twice)."""
+    with store.transaction() as tx:
+        result = tx.conn.execute(
+            update(messages).where(messages.c.channel == channel, messages.c.status == "sending")
+            .values(status="pending")
+        )
+    return int(result.rowcount)
+
+
+def record_sent(store: SqlStore, row_id: int, *, sid: str, status: str, now: datetime) -> None:
+    _finish(store, row_id, now=now, status=status, twilio_sid=sid, attempts=messages.c.attempts + 1)
+
+
+def record_retry(
+    store: SqlStore, row_id: int, *, code: int | None, next_at: datetime
+) -> None:
+    with store.transaction() as tx:
+        tx.conn.execute(update(messages).where(messages.c.id == row_id).values(
+            status="pending", error_code=code, attempts=messages.c.attempts + 1,
+            next_attempt_at=next_at,
+        ))
+
+
+def record_failure(
+    store: SqlStore, row_id: int, *, status: str, code: int | None, now: datetime,
+    count_attempt: bool = True,
+) -> None:
+    """A final outcome without a send: failed, skipped_window or dry_run."""
+    attempts = messages.c.attempts + 1 if count_attempt else messages.c.attempts
+    _finish(store, row_id, now=now if status == "dry_run" else None, status=status,
+            error_code=code, attempts=attempts)
+
+
+def _finish(store: SqlStore, row_id: int, *, now: datetime | None, **values: object) -> None:
+    # Once a row leaves the outbox, a body that carried a password keeps only its redaction.
+    with store.transaction() as tx:
+        tx.conn.execute(update(messages).where(messages.c.id == row_id).values(
+            sent_at=now, body=_redacted_body(), body_redacted=None, **values,
+        ))
+
+
+def _redacted_body() -> object:
+    return case((messages.c.body_redacted.is_not(None), messages.c.body_redacted),
+                else_=messages.c.body)
+
+
+def apply_status(store: SqlStore, sid: str, status: str, code: int | None) -> str | None:
+    """Apply a status callback; returns the row's status after it, or None for unknown sids.
+
+    A late callback never moves a status backwards, so repeats and reorderings are no-ops.
+    """
+    with store.transaction() as tx:
+        row = tx.conn.execute(
+            select(messages.c.id, messages.c.status).where(messages.c.twilio_sid == sid)
+        ).first()
+        if row is None:
+            return None
+        current = STATUS_RANK.get(row.status, -3)
+        if current >= 5 or STATUS_RANK.get(status, -3) <= current:
+            return str(row.status)
+        tx.conn.execute(update(messages).where(messages.c.id == row.id).values(
+            status=status, error_code=code if code is not None else messages.c.error_code,
+        ))
+    return status
+
+
+def has_due(store: SqlStore, *, channel: str, now: datetime) -> bool:
+    """Whether a pending row is due now (not waiting out a backoff)."""
+    m = messages.c
+    with store.reading() as conn:
+        return conn.execute(
+            select(m.id).where(m.channel == channel, m.status == "pending",
+                               (m.next_attempt_at.is_(None)) | (m.next_attempt_at <= now))
+            .limit(1)
+        ).first() is not None
+
+
+def pending_count(store: SqlStore, channel: str = "whatsapp") -> int:
+    with store.reading() as conn:
+        return int(conn.execute(
+            select(func.count()).select_from(messages).where(
+                messages.c.channel == channel, messages.c.status.in_(("pending", "sending")))
+        ).scalar_one())
 
 
 def pending_console(store: SqlStore, phone: str) -> list[Outbound]:
@@ -28,19 +177,14 @@ def pending_console(store: SqlStore, phone: str) -> list[Outbound]:
     return [Outbound(r.id, r.session_id, "console", phone, r.body) for r in rows]
 
 
-def mark_sent(store: SqlStore, ids: list[int], *, status: str, now: datetime) -> None:
-    """Record delivery; a body that carried a password is replaced by its redacted copy."""
+def mark_sent(store: SqlStore, ids: Sequence[int], *, status: str, now: datetime) -> None:
+    """Record delivery of several rows at once (the console channel)."""
     if not ids:
         return
     with store.transaction() as tx:
-        tx.conn.execute(
-            update(messages).where(messages.c.id.in_(ids)).values(
-                status=status, sent_at=now,
-                body=case((messages.c.body_redacted.is_not(None), messages.c.body_redacted),
-                          else_=messages.c.body),
-                body_redacted=None,
-            )
-        )
+        tx.conn.execute(update(messages).where(messages.c.id.in_(list(ids))).values(
+            status=status, sent_at=now, body=_redacted_body(), body_redacted=None,
+        ))
 
 
 def deliver_console(store: SqlStore, phone: str, now: datetime) -> list[Outbound]:

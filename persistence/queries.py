@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from datetime import datetime
+
+from sqlalchemy import Integer, select, text
 
 from engine.ports import SessionRecord
-from persistence.models import sessions
+from persistence.models import UTCDateTime, sessions
 from persistence.store import SqlStore, session_from_row
 
-__all__ = ["latest_session"]
+__all__ = ["latest_session", "orphan_jobs", "sessions_without_job"]
 
 
 
@@ -21,3 +23,26 @@ def latest_session(store: SqlStore, channel: str, phone: str) -> SessionRecord |
     with store.reading() as conn:
         row = conn.execute(query).first()
     return session_from_row(row) if row is not None else None
+
+
+def sessions_without_job(store: SqlStore, job_prefix: str) -> list[tuple[int, datetime]]:
+    """Open sessions that have no timeout job: (id, expires_at)."""
+    query = text(
+        "SELECT s.id, s.expires_at FROM sessions s "
+        "LEFT JOIN apscheduler_jobs j ON j.id = :prefix || s.id "
+        "WHERE s.closed_at IS NULL AND j.id IS NULL ORDER BY s.expires_at"
+    ).columns(id=Integer, expires_at=UTCDateTime)
+    with store.reading() as conn:
+        return [(int(r.id), r.expires_at) for r in conn.execute(query, {"prefix": job_prefix})]
+
+
+def orphan_jobs(store: SqlStore, job_prefix: str) -> list[str]:
+    """Timeout jobs whose session is closed or gone."""
+    query = text(
+        "SELECT j.id FROM apscheduler_jobs j "
+        "LEFT JOIN sessions s ON j.id = :prefix || s.id AND s.closed_at IS NULL "
+        "WHERE j.id LIKE :pattern AND s.id IS NULL"
+    )
+    with store.reading() as conn:
+        params = {"prefix": job_prefix, "pattern": job_prefix + "%"}
+        return [str(r.id) for r in conn.execute(query, params)]

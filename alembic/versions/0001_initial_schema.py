@@ -59,7 +59,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('messages', schema=None) as batch_op:
-        batch_op.create_index('ix_messages_outbox', ['channel', 'id'], unique=False, sqlite_where=sa.text("status = 'pending'"), postgresql_where=sa.text("status = 'pending'"))
+        batch_op.create_index('ix_messages_outbox', ['channel', 'id'], unique=False, sqlite_where=sa.text("status IN ('pending', 'sending')"), postgresql_where=sa.text("status IN ('pending', 'sending')"))
         batch_op.create_index('ix_messages_session', ['session_id'], unique=False)
         batch_op.create_index('uq_messages_twilio_sid', ['twilio_sid'], unique=True)
 
@@ -108,7 +108,7 @@ def downgrade() -> None:
     with op.batch_alter_table('messages', schema=None) as batch_op:
         batch_op.drop_index('uq_messages_twilio_sid')
         batch_op.drop_index('ix_messages_session')
-        batch_op.drop_index('ix_messages_outbox', sqlite_where=sa.text("status = 'pending'"), postgresql_where=sa.text("status = 'pending'"))
+        batch_op.drop_index('ix_messages_outbox', sqlite_where=sa.text("status IN ('pending', 'sending')"), postgresql_where=sa.text("status IN ('pending', 'sending')"))
 
     op.drop_table('messages')
     with op.batch_alter_table('sessions', schema=None) as batch_op:

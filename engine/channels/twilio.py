@@ -1,0 +1,182 @@
+"""The Twilio WhatsApp channel: webhook parsing, the signature check, and the REST sender.
+
+Facts from Twilio's docs and the twilio-python source (DESIGN.md):
+- the signature is HMAC-SHA1 over the exact URL Twilio called plus the sorted POST
+  parameters, so behind a proxy the URL is rebuilt from PUBLIC_BASE_URL or X-Forwarded-*;
+- Twilio adds fields without notice, so unknown fields are never rejected;
+- twilio's HTTP client does not wrap timeouts or connection errors, and has no default
+  timeout at all.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+import requests
+from twilio.base.exceptions import TwilioRestException, TwilioServiceException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.request_validator import RequestValidator
+from twilio.rest import Client
+
+from engine.errors import WebhookError
+from engine.ports import Inbound
+
+__all__ = [
+    "Form",
+    "SendFailure",
+    "SendResult",
+    "TwilioSender",
+    "parse_form",
+    "parse_inbound",
+    "parse_status",
+    "signed_url",
+    "valid_signature",
+]
+
+CHANNEL = "whatsapp"
+_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+
+
+class Form:
+    """POST parameters in arrival order; repeated keys kept, as the signature needs them."""
+
+    def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
+        self.pairs = list(pairs)
+        self._first: dict[str, str] = {}
+        for key, value in self.pairs:
+            self._first.setdefault(key, value)
+
+    def get(self, key: str, default: str = "") -> str:
+        return self._first.get(key, default)
+
+    def getlist(self, key: str) -> list[str]:
+        return [v for k, v in self.pairs if k == key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._first)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._first
+
+
+def parse_form(body: bytes) -> Form:
+    """Decode an x-www-form-urlencoded body; raises WebhookError on bytes that are not."""
+    try:
+        text = body.decode("utf-8")
+        return Form(parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text),
+                              errors="strict"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise WebhookError("body", "it is not form-encoded UTF-8", str(exc)[:80]) from None
+
+
+def parse_inbound(form: Form) -> Inbound:
+    """The message a WhatsApp user sent, from Twilio's inbound webhook parameters."""
+    sender, sid = form.get("From"), form.get("MessageSid")
+    if not sender:
+        raise WebhookError("From", "the field is missing", "")
+    if not sid:
+        raise WebhookError("MessageSid", "the field is missing", "")
+    phone = sender.removeprefix("whatsapp:")
+    if not _E164.match(phone):
+        raise WebhookError("From", "it is not a WhatsApp number", sender[:40])
+    text = form.get("ButtonPayload") or form.get("Body")
+    return Inbound(channel=CHANNEL, phone=phone, text=text, message_id=sid,
+                   profile_name=form.get("ProfileName") or None, kind=_kind(form, text))
+
+
+def _kind(form: Form, text: str) -> str:
+    if text.strip():
+        return "text"
+    if form.get("Latitude") or form.get("MessageType") == "location":
+        return "location"
+    if _int(form.get("NumMedia")) > 0:
+        return "media"
+    return "other" if form.get("MessageType") not in ("", "text") else "text"
+
+
+def _int(raw: str) -> int:
+    return int(raw) if raw.isdigit() else 0
+
+
+@dataclass(frozen=True, slots=True)
+class StatusUpdate:
+    sid: str
+    status: str
+    error_code: int | None
+
+
+def parse_status(form: Form) -> StatusUpdate:
+    """A delivery status callback: MessageSid, MessageStatus and maybe ErrorCode."""
+    sid, status = form.get("MessageSid"), form.get("MessageStatus")
+    if not sid or not status:
+        missing = "MessageSid" if not sid else "MessageStatus"
+        raise WebhookError(missing, "the field is missing", "")
+    code = form.get("ErrorCode")
+    return StatusUpdate(sid, status.lower(), int(code) if code.isdigit() else None)
+
+
+def signed_url(
+    url: str, path_qs: str, headers: Mapping[str, str], public_base_url: str | None
+) -> str:
+    """The URL Twilio signed: PUBLIC_BASE_URL, else X-Forwarded-*, else what we received."""
+    if public_base_url:
+        return public_base_url + path_qs
+    proto, host = headers.get("x-forwarded-proto"), headers.get("x-forwarded-host")
+    if proto and host:
+        return f"{proto.split(',')[0].strip()}://{host.split(',')[0].strip()}{path_qs}"
+    return url
+
+
+def valid_signature(auth_token: str, url: str, form: Form, signature: str) -> bool:
+    return bool(signature) and RequestValidator(auth_token).validate(url, form, signature)
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    sid: str
+    status: str
+
+
+class SendFailure(Exception):
+    """A send that did not go through; `retryable` says whether trying again may help."""
+
+    def __init__(self, retryable: bool, status: int | None, code: int | None, reason: str):
+        self.retryable, self.status, self.code = retryable, status, code
+        super().__init__(reason)
+
+
+class TwilioSender:
+    """Sends one WhatsApp message through twilio-python's `messages.create`."""
+
+    def __init__(
+        self, *, account_sid: str, auth_token: str, sender: str, api_base_url: str,
+        timeout: float, status_callback: str | None,
+    ) -> None:
+        http = TwilioHttpClient(timeout=timeout)
+        self._client = Client(account_sid, auth_token, http_client=http)
+        # Point every domain the Messages API uses at the configured base (a fake, staging).
+        self._client.api.base_url = api_base_url
+        self._sender, self._callback = sender, status_callback
+
+    def send(self, phone: str, body: str) -> SendResult:
+        try:
+            message = self._client.messages.create(
+                to=f"whatsapp:{phone}", from_=self._sender, body=body,
+                status_callback=self._callback,
+            )
+        except (TwilioRestException, TwilioServiceException) as exc:
+            status = int(exc.status) if exc.status else None
+            code = int(exc.code) if exc.code else None
+            retryable = status == 429 or (status is not None and status >= 500)
+            raise SendFailure(retryable, status, code, f"HTTP {status} code {code}") from None
+        except requests.RequestException as exc:
+            raise SendFailure(True, None, None, type(exc).__name__) from None
+        return SendResult(str(message.sid), str(message.status or "queued"))
+
+    def close(self) -> None:
+        session = getattr(self._client.http_client, "session", None)
+        if session is not None:
+            session.close()

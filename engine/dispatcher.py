@@ -1,0 +1,207 @@
+"""The outbound dispatcher: sends the outbox's WhatsApp rows through Twilio.
+
+Order holds per recipient (a recipient's next row waits for its head), recipients are
+sent in parallel, the sender is paced at TWILIO_MAX_MPS, and failures back off with
+jitter. It wakes at once when the engine queues a row and polls every second for rows
+other processes wrote.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Protocol
+
+from engine.channels.twilio import SendFailure, SendResult
+from engine.clock import Clock
+from engine.runtime import WHATSAPP_WINDOW
+from engine.unit import Committed
+from persistence import outbox
+from persistence.store import SqlStore
+
+__all__ = ["Dispatcher", "Pacer", "Sender", "backoff"]
+
+log = logging.getLogger("tertulia.outbox")
+CHANNEL = "whatsapp"
+POLL_SECONDS = 1.0
+_BACKOFF_CAP = 60.0
+
+
+class Sender(Protocol):
+    def send(self, phone: str, body: str) -> SendResult: ...
+
+    def close(self) -> None: ...
+
+
+_JITTER = random.Random()
+
+
+def backoff(failures: int) -> float:
+    """Seconds before the next try: about 1 s, then doubling, capped at 60, with jitter."""
+    return min(_BACKOFF_CAP, 2.0 ** (failures - 1)) * _JITTER.uniform(0.5, 1.0)
+
+
+class Pacer:
+    """Spaces sends 1/rate apart, so no one-second window ever holds more than `rate`."""
+
+    def __init__(self, rate: float) -> None:
+        self._interval, self._next = 1.0 / rate, 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            slot = max(now, self._next)
+            self._next = slot + self._interval
+        if slot > now:
+            time.sleep(slot - now)
+
+
+class Dispatcher:
+    """One per process that holds the scheduler lock; `sender_factory` None means dry run."""
+
+    def __init__(
+        self, store: SqlStore, clock: Clock, *, sender_factory: Callable[[], Sender] | None,
+        max_attempts: int, max_mps: float, workers: int = 16,
+        on_result: Callable[[str], None] = lambda outcome: None,
+    ) -> None:
+        self._store, self._clock, self._factory = store, clock, sender_factory
+        self._max_attempts, self._pacer = max_attempts, Pacer(max_mps)
+        self._workers, self._on_result = workers, on_result
+        self._wake, self._stopping = threading.Event(), threading.Event()
+        self._busy: set[str] = set()
+        self._busy_lock = threading.Lock()
+        self._local = threading.local()
+        self._senders: list[Sender] = []
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="outbox")
+        self._thread = threading.Thread(target=self._loop, name="outbox", daemon=True)
+        self.running = False
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        released = outbox.release_sending(self._store, CHANNEL)
+        if released:
+            log.warning("outbox: %d message(s) were in flight at the last stop; resending "
+                        "them (the recipient may get a duplicate)", released)
+        self.running = True
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def on_commit(self, committed: Committed) -> None:
+        """Engine listener: a new WhatsApp row wakes the loop at once."""
+        if any(o.channel == CHANNEL for o in committed.outbound):
+            self._wake.set()
+
+    def stop(self, flush_seconds: float = 5.0) -> None:
+        """Give in-flight and due rows `flush_seconds`, then stop; the rest stays pending."""
+        deadline = time.monotonic() + flush_seconds
+        while time.monotonic() < deadline and self.running and self._has_due_work():
+            time.sleep(0.05)
+        self._stopping.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=max(0.1, deadline - time.monotonic()))
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        outbox.release_sending(self._store, CHANNEL)
+        for sender in self._senders:
+            sender.close()
+        self.running = False
+
+    def _has_due_work(self) -> bool:
+        with self._busy_lock:
+            if self._busy:
+                return True
+        return outbox.has_due(self._store, channel=CHANNEL, now=self._clock.now())
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._dispatch_due()
+            except Exception:
+                log.exception("outbox: dispatch round failed; retrying in %s s", POLL_SECONDS)
+            self._wake.wait(POLL_SECONDS)
+            self._wake.clear()
+
+    def _dispatch_due(self) -> None:
+        with self._busy_lock:
+            busy, free = set(self._busy), self._workers * 2 - len(self._busy)
+        if free <= 0:
+            return
+        heads = outbox.claim_heads(self._store, channel=CHANNEL, now=self._clock.now(),
+                                   busy=busy, limit=free)
+        for row in heads:
+            with self._busy_lock:
+                self._busy.add(row.phone)
+            self._pool.submit(self._deliver, row)
+
+    def _deliver(self, row: outbox.OutRow) -> None:
+        try:
+            self._send_or_settle(row)
+        except Exception:
+            log.exception("outbox: message %s could not be recorded; it stays pending", row.id)
+        finally:
+            with self._busy_lock:
+                self._busy.discard(row.phone)
+            self._wake.set()
+
+    def _send_or_settle(self, row: outbox.OutRow) -> None:
+        now = self._clock.now()
+        if self._factory is None:
+            log.info("DRY RUN to %s: %s", row.phone, row.log_body)
+            outbox.record_failure(self._store, row.id, status="dry_run", code=None, now=now,
+                                  count_attempt=False)
+            self._on_result("dry_run")
+        elif now - row.last_inbound_at > WHATSAPP_WINDOW:
+            log.info("outbox: message %s to %s skipped: outside the 24-hour window",
+                     row.id, row.phone)
+            outbox.record_failure(self._store, row.id, status="skipped_window", code=None,
+                                  now=now, count_attempt=False)
+            self._on_result("skipped_window")
+        else:
+            self._send(row)
+
+    def _send(self, row: outbox.OutRow) -> None:
+        self._pacer.wait()
+        try:
+            result = self._sender().send(row.phone, row.body)
+        except SendFailure as failure:
+            self._failed(row, failure)
+            return
+        outbox.record_sent(self._store, row.id, sid=result.sid, status=result.status,
+                           now=self._clock.now())
+        self._on_result("sent")
+
+    def _failed(self, row: outbox.OutRow, failure: SendFailure) -> None:
+        attempts = row.attempts + 1
+        if failure.retryable and attempts < self._max_attempts:
+            delay = backoff(attempts)
+            log.warning("outbox: message %s to %s failed (%s); retry %d in %.1f s",
+                        row.id, row.phone, failure, attempts, delay)
+            outbox.record_retry(self._store, row.id, code=failure.code,
+                                next_at=self._clock.now() + timedelta(seconds=delay))
+            self._on_result("retry")
+            return
+        why = f"gave up after {attempts} attempts" if failure.retryable else "permanent error"
+        log.error("outbox: message %s to %s failed: %s (%s)", row.id, row.phone, failure, why)
+        outbox.record_failure(self._store, row.id, status="failed",
+                              code=failure.code or failure.status, now=self._clock.now())
+        self._on_result("failed")
+
+    def _sender(self) -> Sender:
+        # twilio's client keeps per-request state: one per worker thread.
+        sender: Sender | None = getattr(self._local, "sender", None)
+        if sender is None:
+            assert self._factory is not None
+            sender = self._local.sender = self._factory()
+            self._senders.append(sender)
+        return sender

@@ -1,0 +1,62 @@
+"""Text helpers of the core: WhatsApp's body limit."""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["MAX_BODY", "split_body"]
+
+# Twilio rejects WhatsApp bodies over 1600 characters.
+MAX_BODY = 1600
+_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
+
+
+def split_body(body: str, limit: int = MAX_BODY) -> list[str]:
+    """Split a long body at paragraph, then sentence, then word boundaries; keep order."""
+    if len(body) <= limit:
+        return [body]
+    parts: list[str] = []
+    for unit in _units(body, limit):
+        if parts and len(parts[-1]) + 2 + len(unit) <= limit:
+            parts[-1] = f"{parts[-1]}{_joiner(unit)}{unit}"
+        else:
+            parts.append(unit)
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _joiner(unit: str) -> str:
+    return "\n\n" if getattr(unit, "paragraph_start", False) else " "
+
+
+def _units(body: str, limit: int) -> list[str]:
+    """Pieces no longer than `limit`, tagged with whether each starts a paragraph."""
+    units: list[str] = []
+    for paragraph in body.split("\n\n"):
+        pieces = [paragraph] if len(paragraph) <= limit else _sentences(paragraph, limit)
+        for index, piece in enumerate(pieces):
+            units.append(_Tagged(piece, paragraph_start=index == 0))
+    return units
+
+
+def _sentences(paragraph: str, limit: int) -> list[str]:
+    pieces: list[str] = []
+    for sentence in _SENTENCE_END.split(paragraph):
+        while len(sentence) > limit:
+            cut = sentence.rfind(" ", 0, limit)
+            cut = cut if cut > 0 else limit
+            pieces.append(sentence[:cut])
+            sentence = sentence[cut:].lstrip()
+        if pieces and len(pieces[-1]) + 1 + len(sentence) <= limit:
+            pieces[-1] = f"{pieces[-1]} {sentence}"
+        else:
+            pieces.append(sentence)
+    return pieces
+
+
+class _Tagged(str):
+    paragraph_start: bool
+
+    def __new__(cls, value: str, *, paragraph_start: bool) -> _Tagged:
+        obj = super().__new__(cls, value)
+        obj.paragraph_start = paragraph_start
+        return obj

@@ -1,0 +1,183 @@
+"""Durable inactivity timeouts: APScheduler jobs in the same database as the sessions.
+
+The row is the truth and the job is a wake-up call. A job `timeout:<session id>` fires
+`engine.timeouts:fire` (a stored path: renaming it needs a migration) with the session id
+as its only argument. The engine re-reads the row under the write lock; if a message
+moved `expires_at` since, the job re-arms itself there, which saves a job write on most
+messages (TIMEOUT_REARM=message re-arms on every message instead, for comparison).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import Engine as DbEngine
+
+from engine.runtime import Engine
+from engine.unit import Committed
+from persistence import queries
+from persistence.store import SqlStore
+
+__all__ = ["FIRE", "HEARTBEAT", "Timeouts", "fire", "heartbeat", "job_id", "sweep"]
+
+log = logging.getLogger("tertulia.timeouts")
+
+FIRE = "engine.timeouts:fire"
+HEARTBEAT = "engine.timeouts:heartbeat"
+JOB_PREFIX = "timeout:"
+
+# The process's Timeouts, for the module-level job functions APScheduler calls by path.
+_active: Timeouts | None = None
+
+
+def job_id(session_id: int) -> str:
+    return f"{JOB_PREFIX}{session_id}"
+
+
+def fire(session_id: int) -> None:
+    """The job function: expire the session if due, or re-arm at its later expiry."""
+    if _active is not None:
+        _active.on_fire(session_id)
+
+
+def heartbeat() -> None:
+    """Runs every second so the scheduler re-reads the store: jobs other processes added
+    are seen within about a second instead of at the scheduler's next planned wake-up."""
+    if _active is not None:
+        _active.on_heartbeat()
+
+
+class Timeouts:
+    """The scheduler of one process. Only the scheduler-lock holder runs jobs."""
+
+    def __init__(
+        self, engine: Engine, jobs_db: DbEngine, *, warning: timedelta | None = None,
+        rearm_on_message: bool = False, on_tick: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.engine, self._warning, self._rearm_on_message = engine, warning, rearm_on_message
+        self._on_tick = on_tick
+        self.store = SQLAlchemyJobStore(engine=jobs_db)
+        self.scheduler = BackgroundScheduler(
+            # The heartbeat lives in memory: it is this process's, not stored data.
+            jobstores={"default": self.store, "local": MemoryJobStore()},
+            executors={"default": ThreadPoolExecutor(8)},
+            # None: a timeout due while we were down still fires, however late.
+            job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
+            timezone="UTC",
+        )
+        self.active = False
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self, *, run_jobs: bool) -> None:
+        """Start; `run_jobs` False (not the lock holder) only writes jobs to the store."""
+        global _active
+        _active = self
+        self.scheduler.start(paused=not run_jobs)
+        if run_jobs:
+            self._start_heartbeat()
+        self.active = run_jobs
+
+    def take_over(self) -> None:
+        """This process now holds the scheduler lock: start running jobs."""
+        self._start_heartbeat()
+        self.scheduler.resume()
+        self.active = True
+
+    def _start_heartbeat(self) -> None:
+        self.scheduler.add_job(HEARTBEAT, "interval", seconds=1, id="heartbeat",
+                               replace_existing=True, jobstore="local")
+
+    def shutdown(self) -> None:
+        """Stop without running pending jobs; they stay in the store for the next start."""
+        global _active
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        if _active is self:
+            _active = None
+
+    # -- arming --------------------------------------------------------------------------
+
+    def on_commit(self, committed: Committed) -> None:
+        """Engine listener, called after commit: arm new sessions, drop closed ones."""
+        for session in committed.opened:
+            if session.is_open:
+                self.arm(session.id, session.expires_at)
+        if self._rearm_on_message:
+            for session in committed.renewed:
+                if session.is_open:
+                    self.arm(session.id, session.expires_at)
+        for session in committed.closed:
+            self.disarm(session.id)
+
+    def arm(self, session_id: int, expires_at: datetime) -> None:
+        run_at = self._first_wake(expires_at)
+        self.scheduler.add_job(FIRE, "date", run_date=run_at, args=[session_id],
+                               id=job_id(session_id), replace_existing=True)
+
+    def disarm(self, session_id: int) -> None:
+        with contextlib.suppress(JobLookupError):  # already fired, or swept
+            self.scheduler.remove_job(job_id(session_id))
+
+    def _first_wake(self, expires_at: datetime) -> datetime:
+        if self._warning is None:
+            return expires_at
+        return max(expires_at - self._warning, self.engine.clock.now())
+
+    # -- firing --------------------------------------------------------------------------
+
+    def on_fire(self, session_id: int) -> None:
+        try:
+            later = self.engine.expire(session_id)
+            if later is not None:
+                self._rearm(session_id, later)
+        except Exception:
+            # Left to the sweep: it re-arms or expires sessions that have no job.
+            log.exception("timeout job for session %s failed", session_id)
+
+    def _rearm(self, session_id: int, expires_at: datetime) -> None:
+        now = self.engine.clock.now()
+        if self._warning is not None and now >= expires_at - self._warning:
+            self.engine.warn(session_id)
+            run_at = expires_at
+        else:
+            run_at = self._first_wake(expires_at)
+        self.scheduler.add_job(FIRE, "date", run_date=run_at, args=[session_id],
+                               id=job_id(session_id), replace_existing=True)
+
+    def on_heartbeat(self) -> None:
+        self._on_tick()
+
+
+def sweep(timeouts: Timeouts, store: SqlStore) -> tuple[int, int, int]:
+    """Repair drift between rows and jobs: (expired, re-armed, orphans removed).
+
+    Covers a kill -9 between APScheduler handing a date job to its executor (which
+    deletes it from the store) and the job running, and a crash between a commit and
+    the job write that follows it.
+    """
+    expired = armed = 0
+    now = timeouts.engine.clock.now()
+    for session_id, expires_at in queries.sessions_without_job(store, JOB_PREFIX):
+        if expires_at <= now:
+            timeouts.on_fire(session_id)
+            expired += 1
+        else:
+            timeouts.arm(session_id, expires_at)
+            armed += 1
+    orphans = queries.orphan_jobs(store, JOB_PREFIX)
+    for orphan in orphans:
+        with contextlib.suppress(JobLookupError):
+            timeouts.scheduler.remove_job(orphan)
+    if expired or armed or orphans:
+        log.info("sweep: expired %d session(s) with no job, re-armed %d, removed %d orphan "
+                 "job(s)", expired, armed, len(orphans))
+    return expired, armed, len(orphans)

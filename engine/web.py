@@ -1,0 +1,208 @@
+"""The ASGI app: Twilio's webhooks, /healthz and /metrics.
+
+A webhook is answered only after its message is committed (so a 200 means it is
+durable), with empty TwiML: replies travel through the outbox, never in the response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from engine.channels.twilio import (
+    Form,
+    parse_form,
+    parse_inbound,
+    parse_status,
+    signed_url,
+    valid_signature,
+)
+from engine.errors import StoreError, WebhookError
+from engine.service import Service
+from persistence import outbox
+
+__all__ = ["MAX_BODY_BYTES", "create_app"]
+
+log = logging.getLogger("tertulia.web")
+MAX_BODY_BYTES = 64 * 1024
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+_FORM = "application/x-www-form-urlencoded"
+
+
+def _twiml(status: int = 200) -> Response:
+    return Response(EMPTY_TWIML, status_code=status, media_type="text/xml")
+
+
+class _Webhooks:
+    """The two Twilio endpoints and what they share: reading and checking a request."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        settings = service.settings
+        token = settings.twilio_auth_token
+        self._token = token.reveal() if token is not None else None
+        self._public = settings.public_base_url
+        self.accepting = True
+        self.in_flight = 0
+
+    async def read(self, request: Request) -> Form | Response:
+        """The checked form, or the response that refuses it."""
+        if not self.accepting:
+            return PlainTextResponse("shutting down", status_code=503)
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > MAX_BODY_BYTES:
+            return PlainTextResponse("body too large", status_code=413)
+        body = await _read_capped(request)
+        if body is None:
+            return PlainTextResponse("body too large", status_code=413)
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != _FORM:
+            return PlainTextResponse(f"expected {_FORM}", status_code=400)
+        try:
+            form = parse_form(body)
+        except WebhookError as exc:
+            return PlainTextResponse(str(exc), status_code=400)
+        if self._token is not None and not self._signed(request, form):
+            return PlainTextResponse("invalid signature", status_code=403)
+        return form
+
+    def _signed(self, request: Request, form: Form) -> bool:
+        path_qs = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        url = signed_url(str(request.url), path_qs, request.headers, self._public)
+        signature = request.headers.get("x-twilio-signature", "")
+        if valid_signature(self._token or "", url, form, signature):
+            return True
+        reason = "missing" if not signature else "does not match"
+        log.warning("webhook refused: X-Twilio-Signature %s for URL %s (set PUBLIC_BASE_URL "
+                    "to the origin Twilio calls)", reason, url)
+        return False
+
+    async def whatsapp(self, request: Request) -> Response:
+        return await self._timed("whatsapp", self._whatsapp, request)
+
+    async def _whatsapp(self, request: Request) -> Response:
+        form = await self.read(request)
+        if isinstance(form, Response):
+            return form
+        try:
+            inbound = parse_inbound(form)
+        except WebhookError as exc:
+            return PlainTextResponse(str(exc), status_code=400)
+        try:
+            await run_in_threadpool(self.service.engine.handle, inbound)
+        except StoreError as exc:
+            # 5xx tells Twilio to log it and try the fallback URL; nothing was committed.
+            log.error("webhook not stored: %s", exc)
+            return PlainTextResponse("storage unavailable", status_code=503)
+        return _twiml()
+
+    async def status(self, request: Request) -> Response:
+        return await self._timed("status", self._status, request)
+
+    async def _status(self, request: Request) -> Response:
+        form = await self.read(request)
+        if isinstance(form, Response):
+            return form
+        try:
+            update = parse_status(form)
+            result = await run_in_threadpool(
+                outbox.apply_status, self.service.store, update.sid, update.status,
+                update.error_code,
+            )
+        except WebhookError as exc:
+            return PlainTextResponse(str(exc), status_code=400)
+        except StoreError as exc:
+            log.error("status callback not stored: %s", exc)
+            return PlainTextResponse("storage unavailable", status_code=503)
+        if result is None:
+            log.info("status callback for unknown message %s (%s)", update.sid, update.status)
+        return _twiml()
+
+    async def _timed(
+        self, name: str, handler: Callable[[Request], Awaitable[Response]], request: Request
+    ) -> Response:
+        started = time.perf_counter()
+        self.in_flight += 1
+        try:
+            return await handler(request)
+        finally:
+            self.in_flight -= 1
+            self.service.metrics.webhook.labels(name).observe(time.perf_counter() - started)
+
+
+async def _read_capped(request: Request) -> bytes | None:
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(service: Service, *, manage_service: bool = True) -> Starlette:
+    """The app; with `manage_service`, its lifespan starts and stops the service."""
+    hooks = _Webhooks(service)
+
+    async def healthz(_request: Request) -> Response:
+        return await run_in_threadpool(_health, service)
+
+    async def metrics(_request: Request) -> Response:
+        payload = await run_in_threadpool(generate_latest, service.metrics.registry)
+        return Response(payload, media_type=CONTENT_TYPE_LATEST)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        if manage_service:
+            await run_in_threadpool(service.start)
+        try:
+            yield
+        finally:
+            hooks.accepting = False
+            await _drain(hooks)
+            if manage_service:
+                await run_in_threadpool(service.stop)
+
+    return Starlette(
+        routes=[
+            Route("/twilio/whatsapp", hooks.whatsapp, methods=["POST"]),
+            Route("/twilio/status", hooks.status, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+
+
+async def _drain(hooks: _Webhooks, seconds: float = 10.0) -> None:
+    """Let webhooks already inside finish before the engine goes away."""
+    deadline = time.monotonic() + seconds
+    while hooks.in_flight and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+
+
+def _health(service: Service) -> Response:
+    body: dict[str, Any] = {"status": "ok", "scheduler": "active" if service.holder
+                            else "standby", "dry_run": service.settings.dry_run}
+    try:
+        with service.store.reading() as conn:
+            conn.execute(text("SELECT 1"))
+        body["database"] = "ok"
+        body["dispatcher"] = {"running": service.dispatcher.running,
+                              "pending": outbox.pending_count(service.store)}
+    except Exception as exc:
+        body.update(status="unavailable", database=f"error: {type(exc).__name__}")
+        return JSONResponse(body, status_code=503)
+    return JSONResponse(body)

@@ -1,0 +1,36 @@
+"""Broken on purpose: the 'accept' transition says 'ask_nmae', which texts lacks."""
+
+# ruff: noqa: RUF012  (flow files declare their tables as plain class attributes)
+from __future__ import annotations
+
+from engine import Decision, Flow, Turn, step
+
+
+class MissingSayText(Flow):
+    name = "missing_say_text"
+
+    states = ["greeting", "asking", "closed", "timeout", "cancelled"]
+    initial = "greeting"
+    final = ["closed", "timeout", "cancelled"]
+
+    texts = {
+        "greeting": "¡Hola! ¿Seguimos? Respondé *sí*.",
+        "ask_name": "¿Cómo te llamás?",
+        "thanks": "¡Gracias, {name}!",
+    }
+
+    transitions = [
+        {"trigger": "accept", "source": "greeting", "dest": "asking", "say": "ask_nmae"},
+        {"trigger": "take_name", "source": "asking", "dest": "closed", "say": "thanks",
+         "reason": "goodbye"},
+    ]
+
+    @step("greeting")
+    def offer(self, turn: Turn) -> Decision:
+        if turn.intent == "afirmacion":
+            return turn.move("accept")
+        return turn.not_understood()
+
+    @step("asking")
+    def collect(self, turn: Turn) -> Decision:
+        return turn.move("take_name", name=turn.text.strip())

@@ -1,0 +1,30 @@
+"""Broken on purpose: it imports `Flw`, a typo of `Flow`, so importing the file fails."""
+
+# ruff: noqa: RUF012  (flow files declare their tables as plain class attributes)
+from __future__ import annotations
+
+from engine import Decision, Flw, Turn, step
+
+
+class RaisesAtImport(Flw):
+    name = "raises_at_import"
+
+    states = ["greeting", "closed", "timeout", "cancelled"]
+    initial = "greeting"
+    final = ["closed", "timeout", "cancelled"]
+
+    texts = {
+        "greeting": "¡Hola! ¿Seguimos? Respondé *sí*.",
+        "done": "¡Listo!",
+    }
+
+    transitions = [
+        {"trigger": "accept", "source": "greeting", "dest": "closed", "say": "done",
+         "reason": "goodbye"},
+    ]
+
+    @step("greeting")
+    def offer(self, turn: Turn) -> Decision:
+        if turn.intent == "afirmacion":
+            return turn.move("accept")
+        return turn.not_understood()
