@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
+from engine.cli_ops import sessions, stats
 from engine.config import Settings, load_settings
 from engine.errors import TertuliaError
 
@@ -94,21 +95,23 @@ def _warn_about_mode(settings: Settings) -> None:
 def chat(phone: str, profile_name: str | None) -> None:
     """Talk to the default flow in the terminal (reads stdin line by line)."""
     from engine import logs
-    from engine.bootstrap import build
     from engine.channels.console import ConsoleChat
+    from engine.service import Service
 
     settings = _settings()
     logs.configure("WARNING", settings.log_format)
-    services = build(settings)
-    chat = ConsoleChat(services.engine, services.store, phone, profile_name=profile_name)
+    service = Service(settings)
+    service.start()
+    chat = ConsoleChat(service.engine, service.store, phone, profile_name=profile_name)
     interactive = sys.stdin.isatty()
     try:
-        chat.run(sys.stdin, prompt=(lambda: print("> ", end="", flush=True)) if interactive
-                 else (lambda: None))
+        with chat.watching():
+            chat.run(sys.stdin, prompt=(lambda: print("> ", end="", flush=True))
+                     if interactive else (lambda: None))
     except KeyboardInterrupt:
         print()
     finally:
-        services.close()
+        service.stop(flush_seconds=1.0)
 
 
 @main.group(invoke_without_command=True)
@@ -171,3 +174,7 @@ def db_upgrade(revision: str) -> None:
     url = _settings().database_url
     migrate.upgrade(url, revision)
     click.echo(f"database at {revision}: {url}")
+
+
+main.add_command(sessions)
+main.add_command(stats)

@@ -54,11 +54,7 @@ def load_flows(flows_dir: Path, default_name: str) -> FlowRegistry:
     for path in flow_files(flows_dir):
         for cls in _flow_classes(path):
             if cls.name in flows:
-                raise FlowDefinitionError(
-                    str(path), f"flow {cls.name!r}",
-                    f"the name is also used in {flows[cls.name].file}",
-                    "give each flow its own name",
-                )
+                raise _duplicate(path, cls.name, flows[cls.name].file)
             flows[cls.name] = compile_flow(cls, str(path))
     registry = FlowRegistry(flows, default_name)
     registry.get(default_name)  # fail at start, not at the first message
@@ -68,6 +64,7 @@ def load_flows(flows_dir: Path, default_name: str) -> FlowRegistry:
 def check_files(paths: Iterable[Path]) -> list[FlowDefinitionError]:
     """Every problem in the given files, for `tertulia flows check`."""
     problems: list[FlowDefinitionError] = []
+    defined: dict[str, Path] = {}
     for path in paths:
         try:
             classes = _flow_classes(path)
@@ -76,7 +73,17 @@ def check_files(paths: Iterable[Path]) -> list[FlowDefinitionError]:
             continue
         for cls in classes:
             problems.extend(check_flow(cls, str(path)))
+            if isinstance(getattr(cls, "name", None), str) and cls.name in defined:
+                problems.append(_duplicate(path, cls.name, defined[cls.name]))
+            defined.setdefault(getattr(cls, "name", ""), path)
     return problems
+
+
+def _duplicate(path: Path, name: str, first: Path | str) -> FlowDefinitionError:
+    return FlowDefinitionError(
+        str(path), f"flow {name!r}", f"the name is also used in {first}",
+        "give each flow its own name",
+    )
 
 
 def _flow_classes(path: Path) -> list[type[Flow]]:

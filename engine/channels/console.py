@@ -7,9 +7,10 @@ notice written by another process (a timeout, `sessions close`) shows up here to
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TextIO
 
 from engine.ports import Inbound
@@ -61,6 +62,27 @@ class ConsoleChat:
         else:
             self.engine.handle(Inbound(channel=CHANNEL, phone=self.phone, text=line,
                                        profile_name=self.profile_name))
+            self.flush()
+
+    @contextlib.contextmanager
+    def watching(self, every: float = 0.5) -> Iterator[None]:
+        """Print notices that arrive while the user is idle (timeouts, ops closes)."""
+        stop = threading.Event()
+
+        def poll() -> None:
+            while not stop.wait(every):
+                try:
+                    self.flush()
+                except Exception:  # a locked database now is fine: poll again shortly
+                    continue
+
+        thread = threading.Thread(target=poll, name="console-notices", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=2)
             self.flush()
 
     def flush(self) -> None:

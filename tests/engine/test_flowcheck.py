@@ -180,16 +180,16 @@ def test_two_files_defining_the_same_flow_name_names_both(tmp_path: Path) -> Non
     assert "flow 'trial'" in message and "Fix: give each flow its own name" in message
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine/loader.py check_files does not look for a flow name defined twice, so "
-    "`tertulia flows check` says OK on a FLOWS_DIR that `serve`/`chat` refuse to load"))
 def test_flows_check_reports_two_files_defining_the_same_flow_name(tmp_path: Path) -> None:
     shutil.copy(FLOWS / "trial.py", tmp_path / "trial.py")
     shutil.copy(FLOWS / "trial.py", tmp_path / "trial_copy.py")
 
-    problems = check_files(flow_files(tmp_path))
+    problems = [str(p) for p in check_files(flow_files(tmp_path))]
 
-    assert any(str(tmp_path / "trial_copy.py") in str(p) for p in problems)
+    assert problems == [
+        f"{tmp_path / 'trial_copy.py'}: flow 'trial': the name is also used in "
+        f"{tmp_path / 'trial.py'}. Fix: give each flow its own name"
+    ]
 
 
 def test_missing_flows_dir_is_named_with_a_fix(tmp_path: Path) -> None:

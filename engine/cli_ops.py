@@ -1,0 +1,147 @@
+"""Ops commands: `tertulia sessions ...` and `tertulia stats`.
+
+They only write rows; the process holding the scheduler lock (usually `serve`) sends
+any notice they queue within about a second. Phones are masked, passwords never shown.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import click
+
+from engine.bootstrap import Services, build
+from engine.config import load_settings
+from engine.errors import SessionNotFound, TertuliaError
+from engine.logs import mask_phone
+from engine.ports import SessionRecord
+from persistence import ops
+
+__all__ = ["sessions", "stats"]
+
+
+def _services() -> Services:
+    try:
+        return build(load_settings())
+    except TertuliaError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _ago(now: datetime, then: datetime | None) -> str:
+    if then is None:
+        return "-"
+    seconds = int((now - then).total_seconds())
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 0 else f"-{-seconds}s"
+
+
+def _row(session: SessionRecord, now: datetime) -> dict[str, Any]:
+    left = (session.expires_at - now).total_seconds() if session.is_open else None
+    return {
+        "id": session.id, "channel": session.channel, "phone": mask_phone(session.phone),
+        "flow": session.flow, "state": session.state,
+        "age_seconds": int((now - session.started_at).total_seconds()),
+        "seconds_left": max(0, int(left)) if left is not None else None,
+        "close_reason": session.close_reason,
+    }
+
+
+@click.group(invoke_without_command=True)
+@click.option("--all", "include_closed", is_flag=True, help="Closed sessions too.")
+@click.option("--phone", default=None, help="Only this phone (full E.164 number).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.pass_context
+def sessions(ctx: click.Context, include_closed: bool, phone: str | None, as_json: bool) -> None:
+    """List open sessions (see also: show, close)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    services = _services()
+    try:
+        now = services.clock.now()
+        found = ops.list_sessions(services.store, include_closed=include_closed, phone=phone)
+        rows = [_row(s, now) for s in found]
+    finally:
+        services.close()
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row, ensure_ascii=False))
+        return
+    click.echo(f"{'ID':>6}  {'CHANNEL':8}  {'PHONE':12}  {'FLOW':8}  {'STATE':14}  "
+               f"{'AGE':>8}  {'LEFT':>6}  REASON")
+    for r in rows:
+        left = "-" if r["seconds_left"] is None else f"{r['seconds_left']}s"
+        age = f"{r['age_seconds'] // 60}m{r['age_seconds'] % 60:02d}s"
+        click.echo(f"{r['id']:>6}  {r['channel']:8}  {r['phone']:12}  {r['flow']:8}  "
+                   f"{r['state']:14}  {age:>8}  {left:>6}  {r['close_reason'] or ''}")
+    if not rows:
+        click.echo("(no sessions)" if include_closed else "(no open sessions)")
+
+
+@sessions.command("show")
+@click.argument("session_id", type=int)
+def show(session_id: int) -> None:
+    """Print the transcript and the events of session SESSION_ID."""
+    services = _services()
+    try:
+        found = ops.transcript(services.store, session_id)
+    finally:
+        services.close()
+    if found is None:
+        raise click.ClickException(str(SessionNotFound("id", session_id)))
+    s = found.session
+    click.echo(f"session {s.id} · {s.channel} {mask_phone(s.phone)} · flow {s.flow} · "
+               f"state {s.state}" + (f" · closed: {s.close_reason}" if s.close_reason else ""))
+    click.echo(f"started {s.started_at:%Y-%m-%d %H:%M:%S} UTC · expires "
+               f"{s.expires_at:%H:%M:%S} UTC · version {s.version}")
+    click.echo("\ntranscript:")
+    for m in found.messages:
+        arrow = "→ user" if m["direction"] == "in" else "← bot "
+        body = m["body_redacted"] or m["body"]  # a pending password never reaches the screen
+        click.echo(f"  {m['created_at']:%H:%M:%S} {arrow} [{m['status']}] {body}")
+    click.echo("\nevents:")
+    for e in found.events:
+        detail = f" ({e['detail']})" if e["detail"] else ""
+        click.echo(f"  {e['at']:%H:%M:%S} {e['from_state'] or '·'} → {e['to_state']} "
+                   f"[{e['trigger']}]{detail}")
+
+
+@sessions.command("close")
+@click.argument("target")
+@click.option("--quiet", is_flag=True, help="Do not send the closing notice.")
+def close(target: str, quiet: bool) -> None:
+    """Close session TARGET (an id, or a phone's open sessions) with reason admin."""
+    services = _services()
+    try:
+        ids = _targets(services, target)
+        for session_id in ids:
+            services.engine.close(session_id, notify=not quiet)
+    finally:
+        services.close()
+    notice = "no notice" if quiet else "closing notice queued"
+    click.echo(f"closed {len(ids)} session(s) {', '.join(map(str, ids))} (admin, {notice})")
+
+
+def _targets(services: Services, target: str) -> list[int]:
+    if target.isdigit():
+        found = ops.transcript(services.store, int(target))
+        if found is None or not found.session.is_open:
+            raise click.ClickException(f"no open session with id {target}.")
+        return [found.session.id]
+    match = [s.id for s in ops.find_open(services.store, target)]
+    if not match:
+        raise click.ClickException(str(SessionNotFound("phone", mask_phone(target))))
+    return match
+
+
+@click.command()
+def stats() -> None:
+    """Print the stats block once."""
+    from engine.monitoring import stats_block
+
+    services = _services()
+    try:
+        click.echo(stats_block(services.store, services.clock.now(),
+                               services.settings.session_timeout))
+    finally:
+        services.close()
