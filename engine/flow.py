@@ -236,6 +236,6 @@ def _engine_routes(cls: type[Flow]) -> list[Route]:
     return [
         Route(trigger, source, dest, say, reason)
         for trigger, (dest, reason, say) in ENGINE_TRIGGERS.items()
-        if dest in cls.states
+        if dest in cls.states and (trigger != "keyword_close" or cls.closing_keywords)
         for source in open_states
     ]

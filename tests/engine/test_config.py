@@ -125,6 +125,17 @@ def test_a_bad_value_is_one_line_naming_variable_value_and_expectation(
     assert (caught.value.key, caught.value.value) == (key, value)
 
 
+@pytest.mark.xfail(
+    strict=True, raises=OverflowError,
+    reason="engine/config.py _number accepts inf and huge values; timedelta() then raises "
+    "OverflowError instead of a ConfigError (remove this mark once fixed)",
+)
+@pytest.mark.parametrize("value", ["inf", "1e20"])
+def test_an_infinite_or_huge_timeout_is_a_config_error(value: str) -> None:
+    with pytest.raises(ConfigError, match="SESSION_TIMEOUT_MINUTES"):
+        Settings.from_mapping({"SESSION_TIMEOUT_MINUTES": value})
+
+
 def test_the_auth_token_is_kept_as_a_secret_without_surrounding_spaces() -> None:
     settings = Settings.from_mapping({"TWILIO_AUTH_TOKEN": "  spaced token  "})
     assert settings.twilio_auth_token == Secret("spaced token")
