@@ -136,10 +136,13 @@ def flows(ctx: click.Context) -> None:
 @_fail_cleanly
 def flows_check(files: tuple[Path, ...]) -> None:
     """Validate every flow, or only FILES; print each problem on one line."""
-    from engine.loader import check_files, flow_files
+    from engine.loader import check_files, default_flow_problems, flow_files
 
-    paths = list(files) or flow_files(_settings().flows_dir)
+    settings = _settings()
+    paths = list(files) or flow_files(settings.flows_dir)
     problems = check_files(paths)
+    if not files:
+        problems += default_flow_problems(paths, settings.default_flow)
     for problem in problems:
         click.echo(str(problem), err=True)
     if problems:

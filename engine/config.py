@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
@@ -50,7 +50,8 @@ def _number(key: str, raw: str, *, allow_zero: bool = False) -> float:
         value = float(raw)
     except ValueError:
         value = float("nan")
-    if value != value or value < 0 or (value == 0 and not allow_zero):
+    # NaN and infinity fail the range test; 1e8 keeps every timedelta we build in range.
+    if not 0 <= value <= 1e8 or (value == 0 and not allow_zero):
         floor = "zero or more" if allow_zero else "a positive number"
         raise ConfigError(key, raw, f"{floor} (decimals allowed, e.g. 0.05)")
     return value
@@ -116,7 +117,8 @@ class Settings:
     sqlite_synchronous: str = "NORMAL"
     log_level: str = "INFO"
     log_format: str = "text"
-    extra: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # self: a timeout job that fires early re-arms itself; message: re-arm on every message.
+    timeout_rearm: str = "self"
 
     @property
     def dry_run(self) -> bool:
@@ -156,7 +158,9 @@ class Settings:
             or "NORMAL",
             log_level=get("LOG_LEVEL", lambda k, v: _choice(k, v, _LOG_LEVELS)) or "INFO",
             log_format=get("LOG_FORMAT", lambda k, v: _choice(k, v, ("text", "json"))) or "text",
-            extra=dict(env),
+            timeout_rearm=get(
+                "TIMEOUT_REARM", lambda k, v: _choice(k, v, ("self", "message"))
+            ) or "self",
         )
 
 

@@ -128,6 +128,8 @@ def _check_table(cls: type[Flow], report: _Report) -> list[Route]:
 
 def _check_reason(cls: type[Flow], row: Mapping[str, Any], where: str, report: _Report) -> None:
     dest, reason = row.get("dest"), row.get("reason")
+    if dest not in cls.states:
+        return  # already reported as an unknown state; advice about reasons would mislead
     if dest in cls.final:
         valid = sorted(r for r, state in CLOSE_REASONS.items() if state == dest)
         if CLOSE_REASONS.get(str(reason)) != dest:

@@ -14,7 +14,7 @@ from engine.errors import FlowDefinitionError, FlowNotFound
 from engine.flow import CompiledFlow, Flow, compile_flow
 from engine.flowcheck import check_flow
 
-__all__ = ["FlowRegistry", "check_files", "flow_files", "load_flows"]
+__all__ = ["FlowRegistry", "check_files", "default_flow_problems", "flow_files", "load_flows"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,22 @@ def check_files(paths: Iterable[Path]) -> list[FlowDefinitionError]:
     return problems
 
 
+def default_flow_problems(paths: Iterable[Path], default_name: str) -> list[FlowDefinitionError]:
+    """A problem if no file in `paths` defines the flow DEFAULT_FLOW names."""
+    names: set[str] = set()
+    for path in paths:
+        try:
+            names.update(str(getattr(cls, "name", "")) for cls in _flow_classes(path))
+        except FlowDefinitionError:
+            continue  # reported by check_files already
+    if default_name in names:
+        return []
+    return [FlowDefinitionError(
+        "DEFAULT_FLOW", repr(default_name), "no file defines a flow with that name",
+        f"set DEFAULT_FLOW to one of {sorted(names)}",
+    )]
+
+
 def _duplicate(path: Path, name: str, first: Path | str) -> FlowDefinitionError:
     return FlowDefinitionError(
         str(path), f"flow {name!r}", f"the name is also used in {first}",
@@ -110,10 +126,12 @@ def _import(path: Path) -> ModuleType:
     try:
         spec.loader.exec_module(module)
     except SyntaxError as exc:
+        sys.modules.pop(name, None)
         raise FlowDefinitionError(
             str(path), f"line {exc.lineno}", f"syntax error: {exc.msg}", "correct the Python syntax"
         ) from None
     except Exception as exc:
+        sys.modules.pop(name, None)
         raise FlowDefinitionError(
             str(path), "module", f"importing it raised {type(exc).__name__}: {exc}",
             "fix the error at the top level of the file",

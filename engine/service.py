@@ -41,7 +41,7 @@ class Service:
                                     immediate=False)
         self.timeouts = Timeouts(
             self.engine, self._jobs_db, warning=settings.session_warning,
-            rearm_on_message=settings.extra.get("TIMEOUT_REARM", "self") == "message",
+            rearm_on_message=settings.timeout_rearm == "message",
             on_tick=self._tick,
         )
         self.dispatcher = Dispatcher(

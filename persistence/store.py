@@ -1,7 +1,8 @@
-"""The SQL store: the engine's Store port on SQLAlchemy Core.
+"""The SQL store: the engine's Store port.
 
-Core statements, not ORM sessions, on the per-message path: one transaction per
-message runs five or six small statements and nothing else.
+SQLAlchemy owns the engine, the pool, the PRAGMAs and BEGIN IMMEDIATE; the statements
+of the per-message path run at driver level (persistence.sql): one transaction per
+message is five or six small statements and nothing else.
 """
 
 from __future__ import annotations
@@ -12,14 +13,12 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, CursorResult, Engine, Row, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Engine, Row
 from sqlalchemy.exc import DBAPIError
 
 from engine.errors import StoreError
 from engine.ports import SessionRecord, TrialRecord
-from persistence.models import messages, sessions, trials
-from persistence.models import session_events as events
+from persistence.sql import Driver
 
 __all__ = ["SqlStore", "SqlTx", "session_from_row"]
 
@@ -34,12 +33,6 @@ def session_from_row(row: Row[Any]) -> SessionRecord:
     )
 
 
-def _new_id(result: CursorResult[Any]) -> int:
-    key = result.inserted_primary_key
-    assert key is not None
-    return int(key[0])
-
-
 class SqlStore:
     """Serialised write transactions on one database."""
 
@@ -47,16 +40,19 @@ class SqlStore:
         self.engine = engine
         # Threads of one process queue here instead of in SQLite's sleeping busy handler.
         self._write_lock = threading.Lock()
-        self._insert = sqlite.insert if engine.dialect.name == "sqlite" else postgresql.insert
+        self._driver = Driver(engine.dialect)
+        self._driver_errors: type[Exception] = engine.dialect.dbapi.Error  # type: ignore[union-attr]
 
     @contextmanager
     def transaction(self) -> Iterator[SqlTx]:
         with self._write_lock:
             try:
                 with self.engine.begin() as conn:
-                    yield SqlTx(conn, self._insert)
+                    yield SqlTx(conn, self._driver)
             except DBAPIError as exc:
                 raise StoreError(f"database error: {exc.orig}") from exc
+            except self._driver_errors as exc:  # from the driver-level statements
+                raise StoreError(f"database error: {exc}") from exc
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
@@ -65,57 +61,86 @@ class SqlStore:
             yield conn
 
 
-class SqlTx:
-    """One transaction; implements engine.ports.StoreTx."""
+_SESSION_COLUMNS = ("id, channel, phone, flow, state, started_at, last_inbound_at, expires_at, "
+                    "version, context, closed_at, close_reason")
 
-    def __init__(self, conn: Connection, insert_fn: Any) -> None:
-        self.conn, self._insert = conn, insert_fn
+
+class SqlTx:
+    """One transaction; implements engine.ports.StoreTx with driver-level SQL."""
+
+    def __init__(self, conn: Connection, driver: Driver) -> None:
+        self.conn, self._driver = conn, driver
+
+    def _run(self, text: str, **params: Any) -> Any:
+        return self._driver.execute(self.conn, text, params)
+
+    def _session(self, row: Any) -> SessionRecord:
+        t = self._driver.time_in
+        return SessionRecord(
+            id=row[0], channel=row[1], phone=row[2], flow=row[3], state=row[4],
+            started_at=t(row[5]), last_inbound_at=t(row[6]),  # type: ignore[arg-type]
+            expires_at=t(row[7]), version=row[8],  # type: ignore[arg-type]
+            context=self._driver.json_in(row[9]), closed_at=t(row[10]), close_reason=row[11],
+        )
 
     def open_session(self, channel: str, phone: str) -> SessionRecord | None:
-        row = self.conn.execute(
-            select(sessions).where(
-                sessions.c.channel == channel, sessions.c.phone == phone,
-                sessions.c.closed_at.is_(None),
-            )
-        ).first()
-        return session_from_row(row) if row is not None else None
+        row = self._run(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions "
+            "WHERE channel = :channel AND phone = :phone AND closed_at IS NULL"
+            + self._driver.for_update,
+            channel=channel, phone=phone,
+        ).fetchone()
+        return self._session(row) if row is not None else None
 
     def get_session(self, session_id: int) -> SessionRecord | None:
-        row = self.conn.execute(select(sessions).where(sessions.c.id == session_id)).first()
-        return session_from_row(row) if row is not None else None
+        row = self._run(f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = :id"
+                        + self._driver.for_update, id=session_id).fetchone()
+        return self._session(row) if row is not None else None
 
     def create_session(
         self, *, channel: str, phone: str, flow: str, state: str, now: datetime,
         expires_at: datetime, context: dict[str, Any],
     ) -> SessionRecord:
-        values = dict(channel=channel, phone=phone, flow=flow, state=state, started_at=now,
-                      last_inbound_at=now, expires_at=expires_at, version=1, context=context)
-        new_id = _new_id(self.conn.execute(insert(sessions).values(**values)))
-        return SessionRecord(id=new_id, **values)  # type: ignore[arg-type]
+        d = self._driver
+        new_id = self._run(
+            "INSERT INTO sessions (channel, phone, flow, state, started_at, last_inbound_at, "
+            "expires_at, version, context) VALUES (:channel, :phone, :flow, :state, :now, "
+            ":now, :expires_at, 1, :context) RETURNING id",
+            channel=channel, phone=phone, flow=flow, state=state, now=d.time_out(now),
+            expires_at=d.time_out(expires_at), context=d.json_out(context),
+        ).fetchone()[0]
+        return SessionRecord(
+            id=int(new_id), channel=channel, phone=phone, flow=flow, state=state,
+            started_at=now, last_inbound_at=now, expires_at=expires_at, version=1,
+            context=context,
+        )
 
     def record_inbound(
         self, *, session_id: int, channel: str, message_id: str | None, body: str, now: datetime
     ) -> bool:
-        statement = self._insert(messages).values(
-            session_id=session_id, channel=channel, direction="in", twilio_sid=message_id,
-            body=body, status="received", attempts=0, created_at=now,
-        )
         # The unique index on twilio_sid makes the dedupe atomic, even across processes.
-        result = self.conn.execute(statement.on_conflict_do_nothing())
-        return bool(result.rowcount)
+        cursor = self._run(
+            "INSERT INTO messages (session_id, channel, direction, twilio_sid, body, status, "
+            "attempts, created_at) VALUES (:session_id, :channel, 'in', :sid, :body, "
+            "'received', 0, :now) ON CONFLICT DO NOTHING",
+            session_id=session_id, channel=channel, sid=message_id, body=body,
+            now=self._driver.time_out(now),
+        )
+        return bool(cursor.rowcount)
 
     def save_session(self, record: SessionRecord, *, read_version: int) -> bool:
-        result = self.conn.execute(
-            update(sessions)
-            .where(sessions.c.id == record.id, sessions.c.version == read_version)
-            .values(
-                state=record.state, last_inbound_at=record.last_inbound_at,
-                expires_at=record.expires_at, closed_at=record.closed_at,
-                close_reason=record.close_reason, version=read_version + 1,
-                context=record.context,
-            )
+        d = self._driver
+        cursor = self._run(
+            "UPDATE sessions SET state = :state, last_inbound_at = :last_inbound_at, "
+            "expires_at = :expires_at, closed_at = :closed_at, close_reason = :close_reason, "
+            "version = :new_version, context = :context "
+            "WHERE id = :id AND version = :read_version",
+            state=record.state, last_inbound_at=d.time_out(record.last_inbound_at),
+            expires_at=d.time_out(record.expires_at), closed_at=d.time_out(record.closed_at),
+            close_reason=record.close_reason, new_version=read_version + 1,
+            context=d.json_out(record.context), id=record.id, read_version=read_version,
         )
-        if result.rowcount != 1:
+        if cursor.rowcount != 1:
             return False
         record.version = read_version + 1
         return True
@@ -124,32 +149,41 @@ class SqlTx:
         self, *, session_id: int, from_state: str | None, to_state: str, trigger: str,
         detail: str | None, at: datetime,
     ) -> None:
-        self.conn.execute(insert(events).values(
-            session_id=session_id, at=at, from_state=from_state, to_state=to_state,
-            trigger=trigger, detail=detail,
-        ))
+        self._run(
+            "INSERT INTO session_events (session_id, at, from_state, to_state, trigger, detail) "
+            "VALUES (:session_id, :at, :from_state, :to_state, :trigger, :detail)",
+            session_id=session_id, at=self._driver.time_out(at), from_state=from_state,
+            to_state=to_state, trigger=trigger, detail=detail,
+        )
 
     def enqueue(
         self, *, session_id: int, channel: str, body: str, now: datetime,
         redacted: str | None = None,
     ) -> int:
-        result = self.conn.execute(insert(messages).values(
-            session_id=session_id, channel=channel, direction="out", body=body,
-            body_redacted=redacted, status="pending", attempts=0, created_at=now,
-        ))
-        return _new_id(result)
+        row = self._run(
+            "INSERT INTO messages (session_id, channel, direction, body, body_redacted, status, "
+            "attempts, created_at) VALUES (:session_id, :channel, 'out', :body, :redacted, "
+            "'pending', 0, :now) RETURNING id",
+            session_id=session_id, channel=channel, body=body, redacted=redacted,
+            now=self._driver.time_out(now),
+        ).fetchone()
+        return int(row[0])
 
     def latest_trial(self, phone: str) -> TrialRecord | None:
-        row = self.conn.execute(
-            select(trials).where(trials.c.phone == phone)
-            .order_by(trials.c.issued_at.desc()).limit(1)
-        ).first()
+        row = self._run(
+            "SELECT phone, username, issued_at, expires_at FROM trials WHERE phone = :phone "
+            "ORDER BY issued_at DESC LIMIT 1", phone=phone,
+        ).fetchone()
         if row is None:
             return None
-        return TrialRecord(row.phone, row.username, row.issued_at, row.expires_at)
+        t = self._driver.time_in
+        return TrialRecord(row[0], row[1], t(row[2]), t(row[3]))  # type: ignore[arg-type]
 
     def add_trial(self, trial: TrialRecord, *, session_id: int) -> None:
-        self.conn.execute(insert(trials).values(
-            phone=trial.phone, username=trial.username, issued_at=trial.issued_at,
-            expires_at=trial.expires_at, session_id=session_id,
-        ))
+        d = self._driver
+        self._run(
+            "INSERT INTO trials (phone, username, issued_at, expires_at, session_id) "
+            "VALUES (:phone, :username, :issued_at, :expires_at, :session_id)",
+            phone=trial.phone, username=trial.username, issued_at=d.time_out(trial.issued_at),
+            expires_at=d.time_out(trial.expires_at), session_id=session_id,
+        )
