@@ -68,8 +68,22 @@ def serve(host: str, port: int) -> None:
     logs.configure(settings.log_level, settings.log_format)
     _warn_about_mode(settings)
     app = create_app(Service(settings, stats=True))
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False,
-                lifespan="on", timeout_graceful_shutdown=10)
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
+                            lifespan="on", timeout_graceful_shutdown=10)
+    _uvicorn_server()(config).run()
+
+
+def _uvicorn_server() -> type:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            super().handle_exit(sig, frame)
+            # uvicorn re-raises the signal after a clean shutdown, so a clean stop would
+            # exit 143 and a service manager would report a failure.
+            self._captured_signals.clear()
+
+    return Server
 
 
 def _warn_about_mode(settings: Settings) -> None:

@@ -153,6 +153,10 @@ class StoreTx(Protocol):
 
     def add_trial(self, trial: TrialRecord, *, session_id: int) -> None: ...
 
+    def savepoint(self) -> AbstractContextManager[None]:
+        """Undo only what happens inside if it raises; the transaction goes on."""
+        ...
+
 
 class Store(Protocol):
     def transaction(self) -> AbstractContextManager[StoreTx]:

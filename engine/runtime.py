@@ -24,6 +24,7 @@ from engine.ports import (
     Outbound,
     SessionRecord,
     Store,
+    StoreTx,
     TrialRecord,
 )
 from engine.unit import Committed, Work
@@ -67,10 +68,29 @@ class Engine:
 
     def handle(self, inbound: Inbound) -> list[Outbound]:
         """Process one message; the returned messages are already queued in the outbox."""
+        return self.handle_many([inbound])[0]
+
+    def handle_many(self, inbounds: Sequence[Inbound]) -> list[list[Outbound]]:
+        """Process messages in one transaction (group commit), each inside its own savepoint.
+
+        A failing step rolls back only its own message; a StoreError fails them all.
+        """
         now = self.clock.now()
+        with self._store.transaction() as tx:
+            works = [self._one(tx, inbound, now) for inbound in inbounds]
+        results = []
+        for work in works:
+            self._publish(work.committed)
+            outbound = work.committed.outbound
+            if work.issue is not None:
+                outbound = outbound + self._issue(*work.issue)
+            results.append(outbound)
+        return results
+
+    def _one(self, tx: StoreTx, inbound: Inbound, now: datetime) -> Work:
+        work = Work(tx, now)
         try:
-            with self._store.transaction() as tx:
-                work = Work(tx, now)
+            with tx.savepoint():
                 session, flow, created = self._session_for(work, inbound)
                 if not tx.record_inbound(
                     session_id=session.id, channel=inbound.channel,
@@ -80,16 +100,12 @@ class Engine:
                 self._respond(work, session, flow, inbound, created)
                 work.flush()
         except _Duplicate:
-            return []
+            return Work(tx, now)
         except StoreError:
             raise
         except Exception as exc:
-            return self._fail(inbound, now, exc)
-        self._publish(work.committed)
-        outbound = work.committed.outbound
-        if work.issue is not None:
-            outbound = outbound + self._issue(*work.issue)
-        return outbound
+            return self._fail(tx, inbound, now, exc)
+        return work
 
     def _session_for(
         self, work: Work, inbound: Inbound
@@ -209,20 +225,19 @@ class Engine:
 
     # -- failures ------------------------------------------------------------------------
 
-    def _fail(self, inbound: Inbound, now: datetime, exc: Exception) -> list[Outbound]:
+    def _fail(self, tx: StoreTx, inbound: Inbound, now: datetime, exc: Exception) -> Work:
+        """After the message's savepoint rolled back: record it, apologise, close (error)."""
         log.error("step failed for session of %s: %s: %s", inbound.phone, type(exc).__name__,
                   exc, exc_info=exc)
-        with self._store.transaction() as tx:
-            work = Work(tx, now)
-            session, flow, _ = self._session_for(work, inbound)
-            if not tx.record_inbound(session_id=session.id, channel=inbound.channel,
-                                     message_id=inbound.message_id, body=inbound.text, now=now):
-                return []
-            work.renew(session, self.settings.session_timeout, created=True)
-            work.transition(session, flow, "fail", detail=_describe(exc))
-            work.flush()
-        self._publish(work.committed)
-        return work.committed.outbound
+        work = Work(tx, now)
+        session, flow, _ = self._session_for(work, inbound)
+        if not tx.record_inbound(session_id=session.id, channel=inbound.channel,
+                                 message_id=inbound.message_id, body=inbound.text, now=now):
+            return Work(tx, now)
+        work.renew(session, self.settings.session_timeout, created=True)
+        work.transition(session, flow, "fail", detail=_describe(exc))
+        work.flush()
+        return work
 
     def _fail_session(self, session_id: int, exc: Exception) -> list[Outbound]:
         log.error("credentials failed for session %s: %s", session_id, _describe(exc),

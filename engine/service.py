@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from engine.batching import GroupCommit
 from engine.bootstrap import Services, build
 from engine.channels.twilio import TwilioSender
 from engine.clock import Clock
@@ -49,6 +50,7 @@ class Service:
             max_attempts=settings.outbox_max_attempts, max_mps=settings.twilio_max_mps,
             on_result=self.metrics.on_outbox,
         )
+        self.writer = GroupCommit(self.engine)
         self.lock = SchedulerLock(_lock_path(settings.database_url))
         for listener in (self.timeouts.on_commit, self.dispatcher.on_commit,
                          self.metrics.on_commit, lifecycle_logger):
@@ -79,6 +81,7 @@ class Service:
 
     def start(self) -> None:
         """Start the scheduler (running jobs only if we get the lock) and the loops."""
+        self.writer.start()
         holder = self.lock.try_acquire()
         self.timeouts.start(run_jobs=holder)
         if holder:
@@ -135,6 +138,7 @@ class Service:
     def stop(self, flush_seconds: float = 5.0) -> None:
         """Scheduler down without running pending jobs, a bounded outbox flush, dispose."""
         self._stop.set()
+        self.writer.stop()
         self.timeouts.shutdown()
         if self.dispatcher.running:
             self.dispatcher.stop(flush_seconds)

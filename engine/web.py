@@ -101,7 +101,7 @@ class _Webhooks:
         except WebhookError as exc:
             return PlainTextResponse(str(exc), status_code=400)
         try:
-            await run_in_threadpool(self.service.engine.handle, inbound)
+            await asyncio.wrap_future(self.service.writer.submit(inbound))
         except StoreError as exc:
             # 5xx tells Twilio to log it and try the fallback URL; nothing was committed.
             log.error("webhook not stored: %s", exc)

@@ -15,6 +15,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Dialect
 
+from engine.errors import StoreError
+
 __all__ = ["Driver"]
 
 _NAMED = re.compile(r":(\w+)")
@@ -28,6 +30,7 @@ class Driver:
         self._cache: dict[str, str] = {}
         # SQLite serialises writers with BEGIN IMMEDIATE; PostgreSQL needs the row lock.
         self.for_update = "" if self._sqlite else " FOR UPDATE"
+        self._errors: type[Exception] = dialect.dbapi.Error  # type: ignore[union-attr]
 
     def sql(self, text: str) -> str:
         """`:name` placeholders in the driver's style (sqlite3 takes them as they are)."""
@@ -40,7 +43,12 @@ class Driver:
 
     def execute(self, conn: Connection, text: str, params: dict[str, Any]) -> Any:
         cursor = conn.connection.cursor()
-        cursor.execute(self.sql(text), params)
+        try:
+            cursor.execute(self.sql(text), params)
+        except self._errors as exc:
+            # A refused write (disk full, read-only, a broken constraint) is the store's
+            # failure, not the flow's: the engine must not answer it with an apology.
+            raise StoreError(f"database error: {exc}") from exc
         return cursor
 
     def time_out(self, value: datetime | None) -> Any:

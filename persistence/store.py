@@ -41,7 +41,6 @@ class SqlStore:
         # Threads of one process queue here instead of in SQLite's sleeping busy handler.
         self._write_lock = threading.Lock()
         self._driver = Driver(engine.dialect)
-        self._driver_errors: type[Exception] = engine.dialect.dbapi.Error  # type: ignore[union-attr]
 
     @contextmanager
     def transaction(self) -> Iterator[SqlTx]:
@@ -51,8 +50,6 @@ class SqlStore:
                     yield SqlTx(conn, self._driver)
             except DBAPIError as exc:
                 raise StoreError(f"database error: {exc.orig}") from exc
-            except self._driver_errors as exc:  # from the driver-level statements
-                raise StoreError(f"database error: {exc}") from exc
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
@@ -73,6 +70,17 @@ class SqlTx:
 
     def _run(self, text: str, **params: Any) -> Any:
         return self._driver.execute(self.conn, text, params)
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        self._run("SAVEPOINT message")
+        try:
+            yield
+        except BaseException:
+            self._run("ROLLBACK TO SAVEPOINT message")
+            self._run("RELEASE SAVEPOINT message")
+            raise
+        self._run("RELEASE SAVEPOINT message")
 
     def _session(self, row: Any) -> SessionRecord:
         t = self._driver.time_in
