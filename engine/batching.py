@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from concurrent.futures import Future
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from engine.ports import Inbound, Outbound
 from engine.runtime import Engine
@@ -25,6 +26,8 @@ _STOP = object()
 class GroupCommit:
     def __init__(self, engine: Engine, *, max_batch: int = 64) -> None:
         self._engine, self._max = engine, max_batch
+        # Credential providers may call slow APIs: never on the writer thread.
+        self._issuer = ThreadPoolExecutor(4, thread_name_prefix="credentials")
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="group-commit", daemon=True)
 
@@ -41,6 +44,7 @@ class GroupCommit:
         if self._thread.is_alive():
             self._queue.put(_STOP)
             self._thread.join(timeout=10)
+        self._issuer.shutdown(wait=True)
 
     def _loop(self) -> None:
         while True:
@@ -64,9 +68,19 @@ class GroupCommit:
             except queue.Empty:
                 return batch, False
 
+    def _issue_later(self, task: Callable[[], object]) -> None:
+        def run() -> None:
+            try:
+                task()
+            except Exception:
+                log.exception("issuing credentials failed after the commit")
+
+        self._issuer.submit(run)
+
     def _commit(self, batch: list[tuple[Inbound, Future[list[Outbound]]]]) -> None:
         try:
-            results = self._engine.handle_many([inbound for inbound, _ in batch])
+            results = self._engine.handle_many([inbound for inbound, _ in batch],
+                                               later=self._issue_later)
         except BaseException as exc:
             for _, future in batch:
                 future.set_exception(exc)

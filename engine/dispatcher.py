@@ -30,6 +30,7 @@ log = logging.getLogger("tertulia.outbox")
 CHANNEL = "whatsapp"
 POLL_SECONDS = 1.0
 _BACKOFF_CAP = 60.0
+_COALESCE_SECONDS = 0.005
 
 
 class Sender(Protocol):
@@ -131,6 +132,8 @@ class Dispatcher:
                 log.exception("outbox: dispatch round failed; retrying in %s s", POLL_SECONDS)
             self._wake.wait(POLL_SECONDS)
             self._wake.clear()
+            # Let completions and new rows pile up a little: one claim serves many.
+            self._stopping.wait(_COALESCE_SECONDS)
 
     def _dispatch_due(self) -> None:
         with self._busy_lock:

@@ -41,10 +41,7 @@ BASE_TEXTS: dict[str, str] = {
     "warning": "¿Seguís ahí? Si no nos escribís en un ratito, vamos a cerrar la sesión.",
     "admin_closed": "Cerramos esta conversación. Escribinos cuando quieras para empezar de nuevo.",
     "not_understood": "Perdón, no te entendí. 🤔",
-    "options": (
-        "Podés escribir *prueba* para pedir la prueba gratis, *cancelar* para dejarlo acá, "
-        "o *chau* para despedirte."
-    ),
+    "options": "Podés escribir *cancelar* para dejarlo acá, o *chau* para despedirte.",
     "media_only": (
         "Por ahora solo leo mensajes de texto. 🙏 ¿Me lo escribís, por favor?"
     ),

@@ -7,6 +7,7 @@ committed transaction changed so adapters (timeouts, the outbox, logs) act after
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ __all__ = ["WHATSAPP_WINDOW", "Engine", "EngineSettings", "Listener"]
 log = logging.getLogger("tertulia.engine")
 
 Listener = Callable[[Committed], None]
+Deferrer = Callable[[Callable[[], object]], object]
 # WhatsApp only delivers free-form messages within 24 h of the user's last message.
 WHATSAPP_WINDOW = timedelta(hours=24)
 _MISSES_BEFORE_OPTIONS = 3
@@ -70,10 +72,14 @@ class Engine:
         """Process one message; the returned messages are already queued in the outbox."""
         return self.handle_many([inbound])[0]
 
-    def handle_many(self, inbounds: Sequence[Inbound]) -> list[list[Outbound]]:
+    def handle_many(
+        self, inbounds: Sequence[Inbound], *, later: Deferrer | None = None
+    ) -> list[list[Outbound]]:
         """Process messages in one transaction (group commit), each inside its own savepoint.
 
         A failing step rolls back only its own message; a StoreError fails them all.
+        Credentials are issued after the commit: inline, or handed to `later` so a slow
+        provider does not hold up the messages behind it.
         """
         now = self.clock.now()
         with self._store.transaction() as tx:
@@ -83,7 +89,11 @@ class Engine:
             self._publish(work.committed)
             outbound = work.committed.outbound
             if work.issue is not None:
-                outbound = outbound + self._issue(*work.issue)
+                session, flow = work.issue
+                if later is None:
+                    outbound = outbound + self._issue(session, flow)
+                else:
+                    later(functools.partial(self._issue, session, flow))
             results.append(outbound)
         return results
 

@@ -51,6 +51,10 @@ class Trial(Flow):
             "Para empezar, entrá a {login_url} con esos datos."
         ),
         "closing": "¡Que la disfrutes! Cerramos esta conversación; escribinos cuando quieras.",
+        "options": (
+            "Podés escribir *prueba* para pedir la prueba gratis, *cancelar* para dejarlo acá, "
+            "o *chau* para despedirte."
+        ),
     }
 
     # -- transitions ---------------------------------------------------------------------

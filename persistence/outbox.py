@@ -30,7 +30,7 @@ __all__ = [
 # Twilio's statuses only move forward; undelivered and failed are final (rank 5).
 STATUS_RANK = {"pending": -2, "sending": -1, "accepted": 0, "scheduled": 0, "queued": 0,
                "sent": 2, "delivered": 3, "read": 4, "undelivered": 5, "failed": 5}
-_SCAN = 2000  # rows looked at per claim; heads of later recipients come next round
+_SCAN = 500  # rows looked at per claim; heads of later recipients come next round
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +60,9 @@ def claim_heads(
     )
     heads: list[OutRow] = []
     seen: set[str] = set(busy)
-    with store.transaction() as tx:
-        for row in tx.conn.execute(query):
+    # Read without the write lock: only the lock holder's single loop claims rows.
+    with store.reading() as conn:
+        for row in conn.execute(query):
             if row.phone in seen:
                 continue
             seen.add(row.phone)
@@ -71,7 +72,8 @@ def claim_heads(
                                     row.attempts, row.last_inbound_at))
                 if len(heads) >= limit:
                     break
-        if heads:
+    if heads:
+        with store.transaction() as tx:
             tx.conn.execute(update(messages).where(m.id.in_([h.id for h in heads]))
                             .values(status="sending"))
     return heads
