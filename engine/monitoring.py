@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from engine.logs import mask_phone
 from engine.unit import Committed
+from persistence import outbox
 from persistence.models import messages, sessions
 from persistence.store import SqlStore
 
@@ -81,7 +82,7 @@ class _TableGauges(Collector):
                 open_sessions.add_metric([flow, state], count)
             pending.add_metric([], conn.execute(
                 select(func.count()).select_from(messages)
-                .where(messages.c.status.in_(("pending", "sending")))
+                .where(outbox.unsent())
             ).scalar_one())
         yield open_sessions
         yield pending

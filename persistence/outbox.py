@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import ColumnElement, case, func, select, update
 
 from engine.ports import Outbound
 from persistence.models import messages, sessions
@@ -25,11 +25,19 @@ __all__ = [
     "record_retry",
     "record_sent",
     "release_sending",
+    "unsent",
 ]
 
 # Twilio's statuses only move forward; undelivered and failed are final (rank 5).
-STATUS_RANK = {"pending": -2, "sending": -1, "accepted": 0, "scheduled": 0, "queued": 0,
-               "sent": 2, "delivered": 3, "read": 4, "undelivered": 5, "failed": 5}
+STATUS_RANK = {"accepted": 0, "scheduled": 0, "queued": 0, "sending": 1, "sent": 2,
+               "delivered": 3, "read": 4, "undelivered": 5, "failed": 5}
+
+
+def unsent() -> ColumnElement[bool]:
+    """Rows still in the outbox. `sending` without a Twilio SID is our own claim of a row
+    in flight; with a SID it is Twilio's status of a message it already has."""
+    m = messages.c
+    return (m.status == "pending") | ((m.status == "sending") & m.twilio_sid.is_(None))
 _SCAN = 500  # rows looked at per claim; heads of later recipients come next round
 
 
@@ -55,7 +63,7 @@ def claim_heads(
         select(m.id, m.body, m.body_redacted, m.attempts, m.status, m.next_attempt_at,
                s.phone, s.last_inbound_at)
         .join(sessions, s.id == m.session_id)
-        .where(m.channel == channel, m.direction == "out", m.status.in_(("pending", "sending")))
+        .where(m.channel == channel, m.direction == "out", unsent())
         .order_by(m.id).limit(_SCAN)
     )
     heads: list[OutRow] = []
@@ -83,14 +91,17 @@ def release_sending(store: SqlStore, channel: str) -> int:
     """At start: rows a crash left `sending` go back to pending (they may be sent twice)."""
     with store.transaction() as tx:
         result = tx.conn.execute(
-            update(messages).where(messages.c.channel == channel, messages.c.status == "sending")
+            update(messages).where(messages.c.channel == channel, messages.c.status == "sending",
+                                   messages.c.twilio_sid.is_(None))
             .values(status="pending")
         )
     return int(result.rowcount)
 
 
 def record_sent(store: SqlStore, row_id: int, *, sid: str, status: str, now: datetime) -> None:
-    _finish(store, row_id, now=now, status=status, twilio_sid=sid, attempts=messages.c.attempts + 1)
+    # A retried row that got through keeps no error code from its failed tries.
+    _finish(store, row_id, now=now, status=status, twilio_sid=sid, error_code=None,
+            next_attempt_at=None, attempts=messages.c.attempts + 1)
 
 
 def record_retry(
@@ -137,8 +148,8 @@ def apply_status(store: SqlStore, sid: str, status: str, code: int | None) -> st
         ).first()
         if row is None:
             return None
-        current = STATUS_RANK.get(row.status, -3)
-        if current >= 5 or STATUS_RANK.get(status, -3) <= current:
+        current = STATUS_RANK.get(row.status, -1)
+        if current >= 5 or STATUS_RANK.get(status, -1) <= current:
             return str(row.status)
         tx.conn.execute(update(messages).where(messages.c.id == row.id).values(
             status=status, error_code=code if code is not None else messages.c.error_code,
@@ -161,7 +172,7 @@ def pending_count(store: SqlStore, channel: str = "whatsapp") -> int:
     with store.reading() as conn:
         return int(conn.execute(
             select(func.count()).select_from(messages).where(
-                messages.c.channel == channel, messages.c.status.in_(("pending", "sending")))
+                messages.c.channel == channel, unsent())
         ).scalar_one())
 
 
