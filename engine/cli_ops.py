@@ -17,6 +17,7 @@ from engine.config import load_settings
 from engine.errors import SessionNotFound, TertuliaError
 from engine.logs import mask_phone
 from engine.ports import SessionRecord
+from engine.timeouts import forget
 from persistence import ops
 
 __all__ = ["sessions", "stats"]
@@ -116,6 +117,7 @@ def close(target: str, quiet: bool) -> None:
         ids = _targets(services, target)
         for session_id in ids:
             services.engine.close(session_id, notify=not quiet)
+        forget(services.db, ids)
     finally:
         services.close()
     notice = "no notice" if quiet else "closing notice queued"

@@ -26,7 +26,7 @@ from engine.unit import Committed
 from persistence import queries
 from persistence.store import SqlStore
 
-__all__ = ["FIRE", "HEARTBEAT", "Timeouts", "fire", "heartbeat", "job_id", "sweep"]
+__all__ = ["FIRE", "HEARTBEAT", "Timeouts", "fire", "forget", "heartbeat", "job_id", "sweep"]
 
 log = logging.getLogger("tertulia.timeouts")
 
@@ -100,6 +100,10 @@ class Timeouts:
         """Stop without running pending jobs; they stay in the store for the next start."""
         global _active
         if self.scheduler.running:
+            # APScheduler looks for due jobs once more on shutdown, even when paused, and
+            # would hand them to executors already gone; detached stores keep them intact.
+            for alias in ("default", "local"):
+                self.scheduler.remove_jobstore(alias, shutdown=True)
             self.scheduler.shutdown(wait=False)
         if _active is self:
             _active = None
@@ -155,6 +159,14 @@ class Timeouts:
 
     def on_heartbeat(self) -> None:
         self._on_tick()
+
+
+def forget(jobs_db: DbEngine, session_ids: list[int]) -> None:
+    """Remove the timeout jobs of sessions closed by a process that runs no scheduler."""
+    store = SQLAlchemyJobStore(engine=jobs_db)
+    for session_id in session_ids:
+        with contextlib.suppress(JobLookupError):
+            store.remove_job(job_id(session_id))
 
 
 def sweep(timeouts: Timeouts, store: SqlStore) -> tuple[int, int, int]:
