@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -13,11 +12,11 @@ import click
 from engine.cli_ops import sessions, stats
 from engine.config import Settings, load_settings
 from engine.errors import TertuliaError
+from engine.text import is_e164
 
 __all__ = ["main"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-E164 = re.compile(r"^\+[1-9]\d{7,14}$")
 
 
 def _settings() -> Settings:
@@ -42,7 +41,7 @@ def _fail_cleanly(fn: F) -> F:
 
 
 def _phone(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
-    if not E164.match(value):
+    if not is_e164(value):
         raise click.BadParameter(f"{value!r} is not an E.164 number such as +5491123456789")
     return value
 

@@ -17,6 +17,7 @@ from engine.config import load_settings
 from engine.errors import SessionNotFound, TertuliaError
 from engine.logs import mask_phone
 from engine.ports import SessionRecord
+from engine.text import digits
 from engine.timeouts import forget
 from persistence import ops
 
@@ -125,7 +126,7 @@ def close(target: str, quiet: bool) -> None:
 
 
 def _targets(services: Services, target: str) -> list[int]:
-    if target.isdigit():
+    if digits(target):
         found = ops.transcript(services.store, int(target))
         if found is None or not found.session.is_open:
             raise click.ClickException(f"no open session with id {target}.")

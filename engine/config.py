@@ -15,6 +15,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from engine.errors import ConfigError
+from engine.text import digits, is_e164
 
 __all__ = ["Secret", "Settings", "load_settings"]
 
@@ -58,7 +59,7 @@ def _number(key: str, raw: str, *, allow_zero: bool = False) -> float:
 
 
 def _positive_int(key: str, raw: str) -> int:
-    if not raw.strip().isdigit() or int(raw) < 1:
+    if not digits(raw.strip(), max_len=9) or int(raw) < 1:
         raise ConfigError(key, raw, "a whole number of 1 or more")
     return int(raw)
 
@@ -84,7 +85,7 @@ def _provider(key: str, raw: str) -> str:
 
 
 def _sender(key: str, raw: str) -> str:
-    if not raw.startswith("whatsapp:+") or not raw[10:].isdigit():
+    if not raw.startswith("whatsapp:") or not is_e164(raw[9:]):
         raise ConfigError(key, raw, "a WhatsApp sender such as whatsapp:+14155238886")
     return raw
 

@@ -19,6 +19,7 @@ from typing import Protocol
 
 from engine.channels.twilio import SendFailure, SendResult
 from engine.clock import Clock
+from engine.errors import StoreError
 from engine.runtime import WHATSAPP_WINDOW
 from engine.unit import Committed
 from persistence import outbox
@@ -31,6 +32,7 @@ CHANNEL = "whatsapp"
 POLL_SECONDS = 1.0
 _BACKOFF_CAP = 60.0
 _COALESCE_SECONDS = 0.005
+_RECORD_PATIENCE = 60.0
 
 
 class Sender(Protocol):
@@ -150,8 +152,9 @@ class Dispatcher:
     def _deliver(self, row: outbox.OutRow) -> None:
         try:
             self._send_or_settle(row)
-        except Exception:
-            log.exception("outbox: message %s could not be recorded; it stays pending", row.id)
+        except Exception as exc:
+            log.error("outbox: the outcome of message %s could not be recorded (%s); it "
+                      "will be sent again", row.id, exc)
         finally:
             with self._busy_lock:
                 self._busy.discard(row.phone)
@@ -180,8 +183,10 @@ class Dispatcher:
         except SendFailure as failure:
             self._failed(row, failure)
             return
-        outbox.record_sent(self._store, row.id, sid=result.sid, status=result.status,
-                           now=self._clock.now())
+        now = self._clock.now()
+        # Twilio has the message now: losing that fact would mean sending it twice.
+        self._record(row, lambda: outbox.record_sent(self._store, row.id, sid=result.sid,
+                                                     status=result.status, now=now))
         self._on_result("sent")
 
     def _failed(self, row: outbox.OutRow, failure: SendFailure) -> None:
@@ -199,6 +204,20 @@ class Dispatcher:
         outbox.record_failure(self._store, row.id, status="failed",
                               code=failure.code or failure.status, now=self._clock.now())
         self._on_result("failed")
+
+    def _record(self, row: outbox.OutRow, write: Callable[[], None]) -> None:
+        """Write an outcome, retrying while the database refuses; the recipient stays
+        busy meanwhile, so its later messages keep their place behind this one."""
+        deadline = time.monotonic() + _RECORD_PATIENCE
+        while True:
+            try:
+                write()
+                return
+            except StoreError as exc:
+                if self._stopping.is_set() or time.monotonic() > deadline:
+                    raise
+                log.warning("outbox: recording message %s failed (%s); retrying", row.id, exc)
+                self._stopping.wait(1.0)
 
     def _sender(self) -> Sender:
         # twilio's client keeps per-request state: one per worker thread.

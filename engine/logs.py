@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import logging.handlers
+import queue
 import re
 import sys
 from typing import Any
@@ -32,6 +35,39 @@ class PhoneMaskFilter(logging.Filter):
         return True
 
 
+class _MaskingQueueHandler(logging.handlers.QueueHandler):
+    """Masks phones and formats in the caller's thread; the listener only writes."""
+
+    def __init__(self, records: queue.SimpleQueue[logging.LogRecord],
+                 formatter_of: logging.Handler) -> None:
+        super().__init__(records)
+        self.addFilter(PhoneMaskFilter())
+        self._format_with = formatter_of
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        line = self._format_with.format(record)
+        prepared = logging.makeLogRecord({"msg": line, "levelno": record.levelno,
+                                          "levelname": record.levelname})
+        return prepared
+
+
+class _Passthrough(logging.Handler):
+    """Writes already formatted lines to the stream."""
+
+    def __init__(self, stream: logging.StreamHandler[Any]) -> None:
+        super().__init__()
+        self._stream = stream.stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._stream.write(record.msg + "\n")
+        self._stream.flush()
+
+
+def _stop_listener() -> None:
+    if _listener is not None:
+        _listener.stop()
+
+
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, Any] = {
@@ -46,14 +82,28 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(payload, ensure_ascii=False)
 
 
+_listener: logging.handlers.QueueListener | None = None
+
+
 def configure(level: str = "INFO", fmt: str = "text") -> None:
-    """Route every logger through one masked handler on stderr."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(PhoneMaskFilter())
-    handler.setFormatter(
+    """Route every logger through one masked handler on stderr.
+
+    Records are formatted where they happen but written by a background thread, so a
+    slow stderr never holds up the thread that commits messages.
+    """
+    global _listener
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(
         _JsonFormatter() if fmt == "json"
         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    handler = _MaskingQueueHandler(records, stream)
+    if _listener is not None:
+        _listener.stop()
+    _listener = logging.handlers.QueueListener(records, _Passthrough(stream))
+    _listener.start()
+    atexit.register(_stop_listener)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

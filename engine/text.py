@@ -4,7 +4,22 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["MAX_BODY", "split_body"]
+__all__ = ["MAX_BODY", "digits", "is_e164", "split_body"]
+
+# ASCII only and the whole string: `\d`, str.isdigit() and `$` would also accept "²",
+# Arabic-Indic digits or a trailing newline, which int() or the log then choke on.
+_DIGITS = re.compile(r"[0-9]+")
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+
+
+def digits(raw: str, *, max_len: int = 18) -> bool:
+    """True for a plain run of ASCII digits that fits in a 64-bit column."""
+    return len(raw) <= max_len and _DIGITS.fullmatch(raw) is not None
+
+
+def is_e164(phone: str) -> bool:
+    return _E164.fullmatch(phone) is not None
+
 
 # Twilio rejects WhatsApp bodies over 1600 characters.
 MAX_BODY = 1600

@@ -12,7 +12,8 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
@@ -20,6 +21,7 @@ from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine as DbEngine
+from sqlalchemy.exc import SQLAlchemyError
 
 from engine.runtime import Engine
 from engine.unit import Committed
@@ -36,6 +38,35 @@ JOB_PREFIX = "timeout:"
 
 # The process's Timeouts, for the module-level job functions APScheduler calls by path.
 _active: Timeouts | None = None
+
+
+class _TolerantJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
+    """APScheduler's SQL job store, minus one way to die.
+
+    APScheduler removes a fired date job from the store with no error handling: if the
+    database refuses the write (disk full, read-only), the scheduler's thread dies and
+    no timeout fires again until a restart. Here the failure is logged instead; the job
+    row stays, fires again once the database is back, and finds the session closed.
+    """
+
+    def remove_job(self, job_id: str) -> None:
+        try:
+            super().remove_job(job_id)
+        except SQLAlchemyError as exc:
+            log.error("could not remove job %s (%s); it will fire again", job_id, exc)
+
+    def update_job(self, job: Any) -> None:
+        try:
+            super().update_job(job)
+        except SQLAlchemyError as exc:
+            log.error("could not update job %s (%s)", job.id, exc)
+
+    def get_next_run_time(self) -> datetime | None:
+        try:
+            return super().get_next_run_time()  # type: ignore[no-any-return]
+        except SQLAlchemyError as exc:
+            log.error("could not read the next job time (%s); retrying in 1 s", exc)
+            return datetime.now(UTC) + timedelta(seconds=1)
 
 
 def job_id(session_id: int) -> str:
@@ -64,7 +95,7 @@ class Timeouts:
     ) -> None:
         self.engine, self._warning, self._rearm_on_message = engine, warning, rearm_on_message
         self._on_tick = on_tick
-        self.store = SQLAlchemyJobStore(engine=jobs_db)
+        self.store = _TolerantJobStore(engine=jobs_db)
         self.scheduler = BackgroundScheduler(
             # The heartbeat lives in memory: it is this process's, not stored data.
             jobstores={"default": self.store, "local": MemoryJobStore()},

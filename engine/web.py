@@ -31,6 +31,7 @@ from engine.channels.twilio import (
 )
 from engine.errors import StoreError, WebhookError
 from engine.service import Service
+from engine.text import digits
 from persistence import outbox
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
@@ -62,7 +63,7 @@ class _Webhooks:
         if not self.accepting:
             return PlainTextResponse("shutting down", status_code=503)
         length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > MAX_BODY_BYTES:
+        if digits(length) and int(length) > MAX_BODY_BYTES:
             return PlainTextResponse("body too large", status_code=413)
         body = await _read_capped(request)
         if body is None:

@@ -57,6 +57,9 @@ def claim_heads(
     """The oldest unsent row of each recipient not busy or backing off, marked `sending`.
 
     Order per recipient holds because a recipient's later rows wait behind its head.
+    Only the lock holder's single loop claims, so a `sending` row whose recipient is not
+    `busy` in that loop lost its bookkeeping (a failed write after the send): it is
+    claimed again rather than left to block the recipient until a restart.
     """
     m, s = messages.c, sessions.c
     query = (
@@ -74,8 +77,8 @@ def claim_heads(
             if row.phone in seen:
                 continue
             seen.add(row.phone)
-            if row.status == "pending" and (row.next_attempt_at is None
-                                            or row.next_attempt_at <= now):
+            stale_claim = row.status == "sending"
+            if stale_claim or row.next_attempt_at is None or row.next_attempt_at <= now:
                 heads.append(OutRow(row.id, row.phone, row.body, row.body_redacted or row.body,
                                     row.attempts, row.last_inbound_at))
                 if len(heads) >= limit:

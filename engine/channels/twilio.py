@@ -10,7 +10,6 @@ Facts from Twilio's docs and the twilio-python source (DESIGN.md):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
@@ -23,6 +22,7 @@ from twilio.rest import Client
 
 from engine.errors import WebhookError
 from engine.ports import Inbound
+from engine.text import digits, is_e164
 
 __all__ = [
     "Form",
@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 CHANNEL = "whatsapp"
-_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+
 
 
 class Form:
@@ -80,7 +80,7 @@ def parse_inbound(form: Form) -> Inbound:
     if not sid:
         raise WebhookError("MessageSid", "the field is missing", "")
     phone = sender.removeprefix("whatsapp:")
-    if not _E164.match(phone):
+    if not is_e164(phone):
         raise WebhookError("From", "it is not a WhatsApp number", sender[:40])
     text = form.get("ButtonPayload") or form.get("Body")
     return Inbound(channel=CHANNEL, phone=phone, text=text, message_id=sid,
@@ -98,7 +98,7 @@ def _kind(form: Form, text: str) -> str:
 
 
 def _int(raw: str) -> int:
-    return int(raw) if raw.isdigit() else 0
+    return int(raw) if digits(raw, max_len=9) else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +115,7 @@ def parse_status(form: Form) -> StatusUpdate:
         missing = "MessageSid" if not sid else "MessageStatus"
         raise WebhookError(missing, "the field is missing", "")
     code = form.get("ErrorCode")
-    return StatusUpdate(sid, status.lower(), int(code) if code.isdigit() else None)
+    return StatusUpdate(sid, status.lower(), int(code) if digits(code, max_len=9) else None)
 
 
 def signed_url(
