@@ -1,9 +1,10 @@
-"""Group commit: one writer thread commits the webhooks that queued up meanwhile together.
+"""The process's single writer: group commit for webhooks and the outbox's bookkeeping.
 
-SQLite takes one writer at a time, and each commit costs as much as a whole message's
-statements; batching turns N BEGIN IMMEDIATE/COMMIT pairs into one. Each message still
-runs in its own savepoint (Engine.handle_many), and each webhook is answered only after
-the commit that holds its message.
+SQLite takes one writer at a time and a commit costs about as much as a whole message's
+statements. One thread drains what queued up meanwhile (inbound messages, and small
+writes such as "message 42 was sent") into one BEGIN IMMEDIATE ... COMMIT; each message
+still runs in its own savepoint (Engine.run_batch). Nothing is answered before the
+commit that holds it. With every write on one thread, nobody queues for the write lock.
 """
 
 from __future__ import annotations
@@ -13,37 +14,69 @@ import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
+from engine.errors import StoreError
 from engine.ports import Inbound, Outbound
 from engine.runtime import Engine
+from persistence.store import SqlStore, SqlTx
 
 __all__ = ["GroupCommit"]
 
 log = logging.getLogger("tertulia.batching")
+T = TypeVar("T")
 _STOP = object()
 
 
+@dataclass(frozen=True, slots=True)
+class _Message:
+    inbound: Inbound
+    future: Future[list[Outbound]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    fn: Callable[[SqlTx], Any]
+    future: Future[Any]
+
+
 class GroupCommit:
-    def __init__(self, engine: Engine, *, max_batch: int = 64) -> None:
-        self._engine, self._max = engine, max_batch
-        # Credential providers may call slow APIs: never on the writer thread.
-        self._issuer = ThreadPoolExecutor(4, thread_name_prefix="credentials")
+    def __init__(self, engine: Engine, store: SqlStore, *, max_batch: int = 128) -> None:
+        self._engine, self._store, self._max = engine, store, max_batch
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="group-commit", daemon=True)
+        # Credential providers may call slow APIs: never on the writer thread.
+        self._issuer = ThreadPoolExecutor(4, thread_name_prefix="credentials")
+        self.running = False
 
     def start(self) -> None:
+        self.running = True
         self._thread.start()
 
     def submit(self, inbound: Inbound) -> Future[list[Outbound]]:
+        """Queue a message; the future resolves after the commit that holds it."""
         future: Future[list[Outbound]] = Future()
-        self._queue.put((inbound, future))
+        self._queue.put(_Message(inbound, future))
         return future
 
+    def write(self, fn: Callable[[SqlTx], T]) -> T:
+        """Run `fn` in the next group transaction and wait for its commit (a Writer).
+
+        Once the writer has stopped, `fn` runs in a transaction of its own.
+        """
+        if not self.running:
+            return self._store.run(fn)
+        future: Future[T] = Future()
+        self._queue.put(_Write(fn, future))
+        return future.result()
+
     def stop(self) -> None:
-        """Finish what is queued, then stop."""
+        """Commit what is queued, then stop."""
         if self._thread.is_alive():
             self._queue.put(_STOP)
             self._thread.join(timeout=10)
+        self.running = False
         self._issuer.shutdown(wait=True)
 
     def _loop(self) -> None:
@@ -54,19 +87,52 @@ class GroupCommit:
             if stopping:
                 return
 
-    def _take(self) -> tuple[list[tuple[Inbound, Future[list[Outbound]]]], bool]:
-        batch: list[tuple[Inbound, Future[list[Outbound]]]] = []
+    def _take(self) -> tuple[list[_Message | _Write], bool]:
+        batch: list[_Message | _Write] = []
         item = self._queue.get()
         while True:
             if item is _STOP:
                 return batch, True
-            batch.append(item)  # type: ignore[arg-type]
+            assert isinstance(item, _Message | _Write)
+            batch.append(item)
             if len(batch) >= self._max:
                 return batch, False
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return batch, False
+
+    def _commit(self, batch: list[_Message | _Write]) -> None:
+        messages = [item for item in batch if isinstance(item, _Message)]
+        writes = [item for item in batch if isinstance(item, _Write)]
+        try:
+            with self._store.transaction() as tx:
+                done = [self._apply(tx, write) for write in writes]
+                works = self._engine.run_batch(tx, [m.inbound for m in messages])
+        except BaseException as exc:
+            for item in batch:
+                item.future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for write, (result, error) in zip(writes, done, strict=True):
+            if error is None:
+                write.future.set_result(result)
+            else:
+                write.future.set_exception(error)
+        replies = self._engine.finish(works, later=self._issue_later)
+        for message, outbound in zip(messages, replies, strict=True):
+            message.future.set_result(outbound)
+
+    @staticmethod
+    def _apply(tx: SqlTx, write: _Write) -> tuple[Any, BaseException | None]:
+        try:
+            with tx.savepoint():
+                return write.fn(tx), None
+        except StoreError:
+            raise  # the database itself refused: the whole batch fails
+        except Exception as exc:
+            return None, exc
 
     def _issue_later(self, task: Callable[[], object]) -> None:
         def run() -> None:
@@ -76,16 +142,3 @@ class GroupCommit:
                 log.exception("issuing credentials failed after the commit")
 
         self._issuer.submit(run)
-
-    def _commit(self, batch: list[tuple[Inbound, Future[list[Outbound]]]]) -> None:
-        try:
-            results = self._engine.handle_many([inbound for inbound, _ in batch],
-                                               later=self._issue_later)
-        except BaseException as exc:
-            for _, future in batch:
-                future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for (_, future), outbound in zip(batch, results, strict=True):
-            future.set_result(outbound)

@@ -23,7 +23,7 @@ from engine.errors import StoreError
 from engine.runtime import WHATSAPP_WINDOW
 from engine.unit import Committed
 from persistence import outbox
-from persistence.store import SqlStore
+from persistence.store import SqlStore, Writer
 
 __all__ = ["Dispatcher", "Pacer", "Sender", "backoff"]
 
@@ -71,9 +71,12 @@ class Dispatcher:
     def __init__(
         self, store: SqlStore, clock: Clock, *, sender_factory: Callable[[], Sender] | None,
         max_attempts: int, max_mps: float, workers: int = 16,
-        on_result: Callable[[str], None] = lambda outcome: None,
+        on_result: Callable[[str], None] = lambda outcome: None, write: Writer | None = None,
     ) -> None:
         self._store, self._clock, self._factory = store, clock, sender_factory
+        # Bookkeeping goes through the process's single writer when it has one, so it
+        # never queues for the write lock against the webhooks' transactions.
+        self._write: Writer = write or store.run
         self._max_attempts, self._pacer = max_attempts, Pacer(max_mps)
         self._workers, self._on_result = workers, on_result
         self._wake, self._stopping = threading.Event(), threading.Event()
@@ -142,7 +145,8 @@ class Dispatcher:
             busy, free = set(self._busy), self._workers * 2 - len(self._busy)
         if free <= 0:
             return
-        heads = outbox.claim_heads(self._store, channel=CHANNEL, now=self._clock.now(),
+        heads = outbox.claim_heads(self._store, self._write, channel=CHANNEL,
+                                   now=self._clock.now(),
                                    busy=busy, limit=free)
         for row in heads:
             with self._busy_lock:
@@ -164,13 +168,13 @@ class Dispatcher:
         now = self._clock.now()
         if self._factory is None:
             log.info("DRY RUN to %s: %s", row.phone, row.log_body)
-            outbox.record_failure(self._store, row.id, status="dry_run", code=None, now=now,
+            outbox.record_failure(self._write, row.id, status="dry_run", code=None, now=now,
                                   count_attempt=False)
             self._on_result("dry_run")
         elif now - row.last_inbound_at > WHATSAPP_WINDOW:
             log.info("outbox: message %s to %s skipped: outside the 24-hour window",
                      row.id, row.phone)
-            outbox.record_failure(self._store, row.id, status="skipped_window", code=None,
+            outbox.record_failure(self._write, row.id, status="skipped_window", code=None,
                                   now=now, count_attempt=False)
             self._on_result("skipped_window")
         else:
@@ -185,7 +189,7 @@ class Dispatcher:
             return
         now = self._clock.now()
         # Twilio has the message now: losing that fact would mean sending it twice.
-        self._record(row, lambda: outbox.record_sent(self._store, row.id, sid=result.sid,
+        self._record(row, lambda: outbox.record_sent(self._write, row.id, sid=result.sid,
                                                      status=result.status, now=now))
         self._on_result("sent")
 
@@ -195,13 +199,13 @@ class Dispatcher:
             delay = backoff(attempts)
             log.warning("outbox: message %s to %s failed (%s); retry %d in %.1f s",
                         row.id, row.phone, failure, attempts, delay)
-            outbox.record_retry(self._store, row.id, code=failure.code,
+            outbox.record_retry(self._write, row.id, code=failure.code,
                                 next_at=self._clock.now() + timedelta(seconds=delay))
             self._on_result("retry")
             return
         why = f"gave up after {attempts} attempts" if failure.retryable else "permanent error"
         log.error("outbox: message %s to %s failed: %s (%s)", row.id, row.phone, failure, why)
-        outbox.record_failure(self._store, row.id, status="failed",
+        outbox.record_failure(self._write, row.id, status="failed",
                               code=failure.code or failure.status, now=self._clock.now())
         self._on_result("failed")
 

@@ -81,9 +81,18 @@ class Engine:
         Credentials are issued after the commit: inline, or handed to `later` so a slow
         provider does not hold up the messages behind it.
         """
-        now = self.clock.now()
         with self._store.transaction() as tx:
-            works = [self._one(tx, inbound, now) for inbound in inbounds]
+            works = self.run_batch(tx, inbounds)
+        return self.finish(works, later=later)
+
+    def run_batch(self, tx: StoreTx, inbounds: Sequence[Inbound]) -> list[Work]:
+        """The writes of several messages inside a transaction someone else commits."""
+        now = self.clock.now()
+        return [self._one(tx, inbound, now) for inbound in inbounds]
+
+    def finish(self, works: Sequence[Work], *, later: Deferrer | None = None
+               ) -> list[list[Outbound]]:
+        """After the commit: tell the listeners, issue credentials, return the replies."""
         results = []
         for work in works:
             self._publish(work.committed)

@@ -45,12 +45,12 @@ class Service:
             rearm_on_message=settings.timeout_rearm == "message",
             on_tick=self._tick,
         )
+        self.writer = GroupCommit(self.engine, self.store)
         self.dispatcher = Dispatcher(
             self.store, self.services.clock, sender_factory=self._sender_factory(),
             max_attempts=settings.outbox_max_attempts, max_mps=settings.twilio_max_mps,
-            on_result=self.metrics.on_outbox,
+            on_result=self.metrics.on_outbox, write=self.writer.write,
         )
-        self.writer = GroupCommit(self.engine)
         self.lock = SchedulerLock(_lock_path(settings.database_url))
         for listener in (self.timeouts.on_commit, self.dispatcher.on_commit,
                          self.metrics.on_commit, lifecycle_logger):
@@ -138,10 +138,10 @@ class Service:
     def stop(self, flush_seconds: float = 5.0) -> None:
         """Scheduler down without running pending jobs, a bounded outbox flush, dispose."""
         self._stop.set()
-        self.writer.stop()
         self.timeouts.shutdown()
         if self.dispatcher.running:
             self.dispatcher.stop(flush_seconds)
+        self.writer.stop()
         for thread in self._threads:
             thread.join(timeout=1)
         self.lock.release()

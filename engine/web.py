@@ -119,8 +119,8 @@ class _Webhooks:
         try:
             update = parse_status(form)
             result = await run_in_threadpool(
-                outbox.apply_status, self.service.store, update.sid, update.status,
-                update.error_code,
+                self.service.writer.write,
+                lambda tx: outbox.apply_status(tx, update.sid, update.status, update.error_code),
             )
         except WebhookError as exc:
             return PlainTextResponse(str(exc), status_code=400)

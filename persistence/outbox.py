@@ -10,7 +10,7 @@ from sqlalchemy import ColumnElement, case, func, select, update
 
 from engine.ports import Outbound
 from persistence.models import messages, sessions
-from persistence.store import SqlStore
+from persistence.store import SqlStore, SqlTx, Writer
 
 __all__ = [
     "STATUS_RANK",
@@ -52,7 +52,7 @@ class OutRow:
 
 
 def claim_heads(
-    store: SqlStore, *, channel: str, now: datetime, busy: set[str], limit: int
+    store: SqlStore, write: Writer, *, channel: str, now: datetime, busy: set[str], limit: int
 ) -> list[OutRow]:
     """The oldest unsent row of each recipient not busy or backing off, marked `sending`.
 
@@ -84,9 +84,9 @@ def claim_heads(
                 if len(heads) >= limit:
                     break
     if heads:
-        with store.transaction() as tx:
-            tx.conn.execute(update(messages).where(m.id.in_([h.id for h in heads]))
-                            .values(status="sending"))
+        ids = [h.id for h in heads]
+        write(lambda tx: tx.conn.execute(update(messages).where(m.id.in_(ids))
+                                         .values(status="sending")))
     return heads
 
 
@@ -101,38 +101,36 @@ def release_sending(store: SqlStore, channel: str) -> int:
     return int(result.rowcount)
 
 
-def record_sent(store: SqlStore, row_id: int, *, sid: str, status: str, now: datetime) -> None:
+def record_sent(write: Writer, row_id: int, *, sid: str, status: str, now: datetime) -> None:
     # A retried row that got through keeps no error code from its failed tries.
-    _finish(store, row_id, now=now, status=status, twilio_sid=sid, error_code=None,
+    _finish(write, row_id, now=now, status=status, twilio_sid=sid, error_code=None,
             next_attempt_at=None, attempts=messages.c.attempts + 1)
 
 
-def record_retry(
-    store: SqlStore, row_id: int, *, code: int | None, next_at: datetime
-) -> None:
-    with store.transaction() as tx:
-        tx.conn.execute(update(messages).where(messages.c.id == row_id).values(
-            status="pending", error_code=code, attempts=messages.c.attempts + 1,
-            next_attempt_at=next_at,
-        ))
+def record_retry(write: Writer, row_id: int, *, code: int | None, next_at: datetime) -> None:
+    statement = update(messages).where(messages.c.id == row_id).values(
+        status="pending", error_code=code, attempts=messages.c.attempts + 1,
+        next_attempt_at=next_at,
+    )
+    write(lambda tx: tx.conn.execute(statement))
 
 
 def record_failure(
-    store: SqlStore, row_id: int, *, status: str, code: int | None, now: datetime,
+    write: Writer, row_id: int, *, status: str, code: int | None, now: datetime,
     count_attempt: bool = True,
 ) -> None:
     """A final outcome without a send: failed, skipped_window or dry_run."""
     attempts = messages.c.attempts + 1 if count_attempt else messages.c.attempts
-    _finish(store, row_id, now=now if status == "dry_run" else None, status=status,
+    _finish(write, row_id, now=now if status == "dry_run" else None, status=status,
             error_code=code, attempts=attempts)
 
 
-def _finish(store: SqlStore, row_id: int, *, now: datetime | None, **values: object) -> None:
+def _finish(write: Writer, row_id: int, *, now: datetime | None, **values: object) -> None:
     # Once a row leaves the outbox, a body that carried a password keeps only its redaction.
-    with store.transaction() as tx:
-        tx.conn.execute(update(messages).where(messages.c.id == row_id).values(
-            sent_at=now, body=_redacted_body(), body_redacted=None, **values,
-        ))
+    statement = update(messages).where(messages.c.id == row_id).values(
+        sent_at=now, body=_redacted_body(), body_redacted=None, **values,
+    )
+    write(lambda tx: tx.conn.execute(statement))
 
 
 def _redacted_body() -> object:
@@ -140,23 +138,22 @@ def _redacted_body() -> object:
                 else_=messages.c.body)
 
 
-def apply_status(store: SqlStore, sid: str, status: str, code: int | None) -> str | None:
+def apply_status(tx: SqlTx, sid: str, status: str, code: int | None) -> str | None:
     """Apply a status callback; returns the row's status after it, or None for unknown sids.
 
     A late callback never moves a status backwards, so repeats and reorderings are no-ops.
     """
-    with store.transaction() as tx:
-        row = tx.conn.execute(
-            select(messages.c.id, messages.c.status).where(messages.c.twilio_sid == sid)
-        ).first()
-        if row is None:
-            return None
-        current = STATUS_RANK.get(row.status, -1)
-        if current >= 5 or STATUS_RANK.get(status, -1) <= current:
-            return str(row.status)
-        tx.conn.execute(update(messages).where(messages.c.id == row.id).values(
-            status=status, error_code=code if code is not None else messages.c.error_code,
-        ))
+    row = tx.conn.execute(
+        select(messages.c.id, messages.c.status).where(messages.c.twilio_sid == sid)
+    ).first()
+    if row is None:
+        return None
+    current = STATUS_RANK.get(row.status, -1)
+    if current >= 5 or STATUS_RANK.get(status, -1) <= current:
+        return str(row.status)
+    tx.conn.execute(update(messages).where(messages.c.id == row.id).values(
+        status=status, error_code=code if code is not None else messages.c.error_code,
+    ))
     return status
 
 
@@ -195,12 +192,11 @@ def pending_console(store: SqlStore, phone: str) -> list[Outbound]:
 
 def mark_sent(store: SqlStore, ids: Sequence[int], *, status: str, now: datetime) -> None:
     """Record delivery of several rows at once (the console channel)."""
-    if not ids:
-        return
-    with store.transaction() as tx:
-        tx.conn.execute(update(messages).where(messages.c.id.in_(list(ids))).values(
+    if ids:
+        statement = update(messages).where(messages.c.id.in_(list(ids))).values(
             status=status, sent_at=now, body=_redacted_body(), body_redacted=None,
-        ))
+        )
+        store.run(lambda tx: tx.conn.execute(statement))
 
 
 def deliver_console(store: SqlStore, phone: str, now: datetime) -> list[Outbound]:

@@ -8,10 +8,10 @@ message is five or six small statements and nothing else.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine, Row
 from sqlalchemy.exc import DBAPIError
@@ -20,7 +20,9 @@ from engine.errors import StoreError
 from engine.ports import SessionRecord, TrialRecord
 from persistence.sql import Driver
 
-__all__ = ["SqlStore", "SqlTx", "session_from_row"]
+__all__ = ["SqlStore", "SqlTx", "Writer", "session_from_row"]
+
+T = TypeVar("T")
 
 
 
@@ -31,6 +33,12 @@ def session_from_row(row: Row[Any]) -> SessionRecord:
         expires_at=row.expires_at, version=row.version, context=dict(row.context or {}),
         closed_at=row.closed_at, close_reason=row.close_reason,
     )
+
+
+class Writer(Protocol):
+    """Runs a function inside a committed write transaction and returns its result."""
+
+    def __call__(self, fn: Callable[[SqlTx], T], /) -> T: ...
 
 
 class SqlStore:
@@ -50,6 +58,12 @@ class SqlStore:
                     yield SqlTx(conn, self._driver)
             except DBAPIError as exc:
                 raise StoreError(f"database error: {exc.orig}") from exc
+
+    def run(self, fn: Callable[[SqlTx], T]) -> T:
+        """Run `fn` in a write transaction of its own (the Writer of a process without
+        a group-commit thread)."""
+        with self.transaction() as tx:
+            return fn(tx)
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:

@@ -28,6 +28,7 @@ ADAPTERS = frozenset({
     "cli_ops.py",  # `tertulia sessions` / `stats`: click and persistence
     "service.py",  # the running process: scheduler, dispatcher, Twilio sender
     "lock.py",  # the scheduler lock: an flock on a file beside the database
+    "batching.py",  # the single writer thread: group commit through persistence
 })
 # engine/ sub-packages, all adapters.
 ADAPTER_PACKAGES = frozenset({"channels"})
