@@ -67,7 +67,7 @@ def claim_heads(
                s.phone, s.last_inbound_at)
         .join(sessions, s.id == m.session_id)
         .where(m.channel == channel, m.direction == "out", unsent())
-        .order_by(m.id).limit(_SCAN)
+        .order_by(m.id).limit(min(_SCAN, 8 * limit))
     )
     heads: list[OutRow] = []
     seen: set[str] = set(busy)
