@@ -9,12 +9,14 @@ commit that holds it. With every write on one thread, nobody queues for the writ
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 from engine.errors import StoreError
@@ -36,9 +38,18 @@ class _Message:
 
 
 @dataclass(frozen=True, slots=True)
+class _Expiry:
+    session_id: int
+    then: Callable[[datetime | None], None]
+
+
+@dataclass(frozen=True, slots=True)
 class _Write:
     fn: Callable[[SqlTx], Any]
     future: Future[Any]
+
+
+_Item = _Message | _Write | _Expiry
 
 
 class GroupCommit:
@@ -71,6 +82,13 @@ class GroupCommit:
         self._queue.put(_Write(fn, future))
         return future.result()
 
+    def expire(self, session_id: int, then: Callable[[datetime | None], None]) -> None:
+        """Queue a timeout; after its commit `then` gets the later expiry, if renewed."""
+        if not self.running:
+            then(self._engine.expire(session_id))
+            return
+        self._queue.put(_Expiry(session_id, then))
+
     def stop(self) -> None:
         """Commit what is queued, then stop."""
         if self._thread.is_alive():
@@ -87,13 +105,13 @@ class GroupCommit:
             if stopping:
                 return
 
-    def _take(self) -> tuple[list[_Message | _Write], bool]:
-        batch: list[_Message | _Write] = []
+    def _take(self) -> tuple[list[_Item], bool]:
+        batch: list[_Item] = []
         item = self._queue.get()
         while True:
             if item is _STOP:
                 return batch, True
-            assert isinstance(item, _Message | _Write)
+            assert isinstance(item, _Message | _Write | _Expiry)
             batch.append(item)
             if len(batch) >= self._max:
                 return batch, False
@@ -102,16 +120,19 @@ class GroupCommit:
             except queue.Empty:
                 return batch, False
 
-    def _commit(self, batch: list[_Message | _Write]) -> None:
+    def _commit(self, batch: list[_Item]) -> None:
         messages = [item for item in batch if isinstance(item, _Message)]
         writes = [item for item in batch if isinstance(item, _Write)]
+        expiries = [item for item in batch if isinstance(item, _Expiry)]
         try:
             with self._store.transaction() as tx:
-                done = [self._apply(tx, write) for write in writes]
+                done = [self._apply(tx, write.fn) for write in writes]
+                expired = [self._apply(tx, functools.partial(self._engine.expire_in,
+                                                             session_id=e.session_id))
+                           for e in expiries]
                 works = self._engine.run_batch(tx, [m.inbound for m in messages])
         except BaseException as exc:
-            for item in batch:
-                item.future.set_exception(exc)
+            self._fail(messages, writes, expiries, exc)
             if not isinstance(exc, Exception):
                 raise
             return
@@ -120,15 +141,38 @@ class GroupCommit:
                 write.future.set_result(result)
             else:
                 write.future.set_exception(error)
+        self._engine.finish([r[0] for r, _ in expired if r is not None])
+        for expiry, (result, error) in zip(expiries, expired, strict=True):
+            self._after_expiry(expiry, None if error else result[1])
         replies = self._engine.finish(works, later=self._issue_later)
         for message, outbound in zip(messages, replies, strict=True):
             message.future.set_result(outbound)
 
     @staticmethod
-    def _apply(tx: SqlTx, write: _Write) -> tuple[Any, BaseException | None]:
+    def _after_expiry(expiry: _Expiry, later: datetime | None) -> None:
+        try:
+            expiry.then(later)
+        except Exception:
+            log.exception("re-arming the timeout of session %s failed; the sweep will",
+                          expiry.session_id)
+
+    def _fail(self, messages: list[_Message], writes: list[_Write], expiries: list[_Expiry],
+              exc: BaseException) -> None:
+        for message in messages:
+            message.future.set_exception(exc)
+        for write in writes:
+            write.future.set_exception(exc)
+        if expiries:
+            # APScheduler fires the job again while its row stays (the removal failed as
+            # well), or the sweep expires the session once the job is gone.
+            ids = ", ".join(str(e.session_id) for e in expiries[:20])
+            log.error("timeout job for session(s) %s failed: not committed (%s)", ids, exc)
+
+    @staticmethod
+    def _apply(tx: SqlTx, fn: Callable[[SqlTx], Any]) -> tuple[Any, BaseException | None]:
         try:
             with tx.savepoint():
-                return write.fn(tx), None
+                return fn(tx), None
         except StoreError:
             raise  # the database itself refused: the whole batch fails
         except Exception as exc:

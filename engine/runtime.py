@@ -267,21 +267,32 @@ class Engine:
 
     def expire(self, session_id: int) -> datetime | None:
         """Time out a session if it is due; returns the later expiry to re-arm at, if any."""
-        now = self.clock.now()
         with self._store.transaction() as tx:
-            session = tx.get_session(session_id)
-            if session is None or not session.is_open:
-                return None
-            if session.expires_at > now:
-                return session.expires_at
-            work = Work(tx, now)
-            in_window = now - session.last_inbound_at < WHATSAPP_WINDOW
-            detail = None if in_window else "outside the 24-hour window: closed without a notice"
-            work.transition(session, self.flows.get(session.flow), "expire",
-                            notify=in_window, detail=detail)
-            work.flush()
+            work, later = self.expire_in(tx, session_id)
         self._publish(work.committed)
-        return None
+        return later
+
+    def expire_in(self, tx: StoreTx, session_id: int) -> tuple[Work, datetime | None]:
+        """The writes of one timeout inside a transaction someone else commits.
+
+        The guard is the row: open and `expires_at <= now`, read under the write lock,
+        and the save checks the version read, so a stale job never closes a session a
+        message just renewed. Returns the later expiry when the session was renewed.
+        """
+        now = self.clock.now()
+        work = Work(tx, now)
+        session = tx.get_session(session_id)
+        if session is None or not session.is_open:
+            return work, None
+        if session.expires_at > now:
+            return work, session.expires_at
+        in_window = now - session.last_inbound_at < WHATSAPP_WINDOW
+        detail = None if in_window else "outside the 24-hour window: closed without a notice"
+        work.transition(session, self.flows.get(session.flow), "expire",
+                        notify=in_window, detail=detail)
+        work.flush()
+        work.committed.fired.append(session_id)
+        return work, None
 
     def warn(self, session_id: int) -> bool:
         """Send the "¿Seguís ahí?" notice once per idle stretch; True if it was sent."""

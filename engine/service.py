@@ -40,12 +40,12 @@ class Service:
         self.metrics = Metrics(self.store)
         self._jobs_db = make_engine(settings.database_url, synchronous=settings.sqlite_synchronous,
                                     immediate=False)
+        self.writer = GroupCommit(self.engine, self.store)
         self.timeouts = Timeouts(
             self.engine, self._jobs_db, warning=settings.session_warning,
             rearm_on_message=settings.timeout_rearm == "message",
-            on_tick=self._tick,
+            on_tick=self._tick, batch=self.writer.expire,
         )
-        self.writer = GroupCommit(self.engine, self.store)
         self.dispatcher = Dispatcher(
             self.store, self.services.clock, sender_factory=self._sender_factory(),
             max_attempts=settings.outbox_max_attempts, max_mps=settings.twilio_max_mps,

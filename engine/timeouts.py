@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -54,6 +55,9 @@ class _TolerantJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
             super().remove_job(job_id)
         except SQLAlchemyError as exc:
             log.error("could not remove job %s (%s); it will fire again", job_id, exc)
+            # The row stays due, so the scheduler would loop on it at once: while the
+            # database refuses writes, try about once a second instead.
+            time.sleep(1.0)
 
     def update_job(self, job: Any) -> None:
         try:
@@ -92,9 +96,10 @@ class Timeouts:
     def __init__(
         self, engine: Engine, jobs_db: DbEngine, *, warning: timedelta | None = None,
         rearm_on_message: bool = False, on_tick: Callable[[], None] = lambda: None,
+        batch: Callable[[int, Callable[[datetime | None], None]], None] | None = None,
     ) -> None:
         self.engine, self._warning, self._rearm_on_message = engine, warning, rearm_on_message
-        self._on_tick = on_tick
+        self._on_tick, self._batch = on_tick, batch
         self.store = _TolerantJobStore(engine=jobs_db)
         self.scheduler = BackgroundScheduler(
             # The heartbeat lives in memory: it is this process's, not stored data.
@@ -151,7 +156,8 @@ class Timeouts:
                 if session.is_open:
                     self.arm(session.id, session.expires_at)
         for session in committed.closed:
-            self.disarm(session.id)
+            if session.id not in committed.fired:
+                self.disarm(session.id)
 
     def arm(self, session_id: int, expires_at: datetime) -> None:
         run_at = self._first_wake(expires_at)
@@ -170,13 +176,20 @@ class Timeouts:
     # -- firing --------------------------------------------------------------------------
 
     def on_fire(self, session_id: int) -> None:
+        """The job fired. With a group-commit writer the expiry joins its next batch (the
+        job thread does not wait); a crash before that commit is the sweep's to repair."""
+        if self._batch is not None:
+            self._batch(session_id, lambda later: self.after_expire(session_id, later))
+            return
         try:
-            later = self.engine.expire(session_id)
-            if later is not None:
-                self._rearm(session_id, later)
+            self.after_expire(session_id, self.engine.expire(session_id))
         except Exception:
             # Left to the sweep: it re-arms or expires sessions that have no job.
             log.exception("timeout job for session %s failed", session_id)
+
+    def after_expire(self, session_id: int, later: datetime | None) -> None:
+        if later is not None:
+            self._rearm(session_id, later)
 
     def _rearm(self, session_id: int, expires_at: datetime) -> None:
         now = self.engine.clock.now()

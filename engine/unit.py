@@ -26,6 +26,8 @@ class Committed:
     warned: list[SessionRecord] = field(default_factory=list)
     closed: list[SessionRecord] = field(default_factory=list)
     outbound: list[Outbound] = field(default_factory=list)
+    # Sessions closed by their own timeout job, which APScheduler has already removed.
+    fired: list[int] = field(default_factory=list)
 
 
 class Work:
