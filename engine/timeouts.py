@@ -117,14 +117,14 @@ class Timeouts:
         """Start; `run_jobs` False (not the lock holder) only writes jobs to the store."""
         global _active
         _active = self
+        # Added before start: once running, add_job waits for the scheduler's first pass
+        # over due jobs (20k after a long downtime), which delayed serving by 25 s.
+        self._start_heartbeat()
         self.scheduler.start(paused=not run_jobs)
-        if run_jobs:
-            self._start_heartbeat()
         self.active = run_jobs
 
     def take_over(self) -> None:
         """This process now holds the scheduler lock: start running jobs."""
-        self._start_heartbeat()
         self.scheduler.resume()
         self.active = True
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, case, func, select, update
+from sqlalchemy import ColumnElement, and_, case, func, select, text, update
 
 from engine.ports import Outbound
 from persistence.models import messages, sessions
@@ -37,7 +37,14 @@ def unsent() -> ColumnElement[bool]:
     """Rows still in the outbox. `sending` without a Twilio SID is our own claim of a row
     in flight; with a SID it is Twilio's status of a message it already has."""
     m = messages.c
-    return (m.status == "pending") | ((m.status == "sending") & m.twilio_sid.is_(None))
+    # The literal term lets SQLite use the partial index ix_messages_outbox, whose WHERE
+    # it must find verbatim (a bound parameter does not match): without it every claim
+    # scanned the whole history of messages, 38 ms a round at 237k rows.
+    return and_(text(_OUTBOX_PREDICATE),
+                (m.status == "pending") | ((m.status == "sending") & m.twilio_sid.is_(None)))
+
+
+_OUTBOX_PREDICATE = "status IN ('pending', 'sending')"
 _SCAN = 500  # rows looked at per claim; heads of later recipients come next round
 
 
@@ -162,7 +169,8 @@ def has_due(store: SqlStore, *, channel: str, now: datetime) -> bool:
     m = messages.c
     with store.reading() as conn:
         return conn.execute(
-            select(m.id).where(m.channel == channel, m.status == "pending",
+            select(m.id).where(m.channel == channel, text(_OUTBOX_PREDICATE),
+                               m.status == "pending",
                                (m.next_attempt_at.is_(None)) | (m.next_attempt_at <= now))
             .limit(1)
         ).first() is not None
