@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from engine.errors import StoreError
 from engine.ports import Inbound, Outbound
 from engine.runtime import Engine
+from engine.unit import Work
 from persistence.store import SqlStore, SqlTx
 
 __all__ = ["GroupCommit"]
@@ -44,12 +45,19 @@ class _Expiry:
 
 
 @dataclass(frozen=True, slots=True)
+class _Scan:
+    """Expire every overdue session in this round (see GroupCommit.expire_overdue)."""
+
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
 class _Write:
     fn: Callable[[SqlTx], Any]
     future: Future[Any]
 
 
-_Item = _Message | _Write | _Expiry
+_Item = _Message | _Write | _Expiry | _Scan
 
 
 class GroupCommit:
@@ -89,6 +97,17 @@ class GroupCommit:
             return
         self._queue.put(_Expiry(session_id, then))
 
+    def expire_overdue(self, limit: int = 5000) -> None:
+        """Expire overdue sessions in the next round, many per commit.
+
+        Their jobs are the wake-up call, but APScheduler removes each fired job in a
+        transaction of its own, a few hundred a second at best: 10k sessions due within
+        10 s waited up to 47 s. This scan, run every second by the heartbeat, closes them
+        in batches; their jobs fire later, find the session closed and do nothing.
+        """
+        if self.running:
+            self._queue.put(_Scan(limit))
+
     def stop(self) -> None:
         """Commit what is queued, then stop."""
         if self._thread.is_alive():
@@ -111,7 +130,7 @@ class GroupCommit:
         while True:
             if item is _STOP:
                 return batch, True
-            assert isinstance(item, _Message | _Write | _Expiry)
+            assert isinstance(item, _Message | _Write | _Expiry | _Scan)
             batch.append(item)
             if len(batch) >= self._max:
                 return batch, False
@@ -124,12 +143,14 @@ class GroupCommit:
         messages = [item for item in batch if isinstance(item, _Message)]
         writes = [item for item in batch if isinstance(item, _Write)]
         expiries = [item for item in batch if isinstance(item, _Expiry)]
+        scans = [item for item in batch if isinstance(item, _Scan)]
         try:
             with self._store.transaction() as tx:
                 done = [self._apply(tx, write.fn) for write in writes]
                 expired = [self._apply(tx, functools.partial(self._engine.expire_in,
                                                              session_id=e.session_id))
                            for e in expiries]
+                swept = self._scan(tx, scans[0].limit) if scans else []
                 works = self._engine.run_batch(tx, [m.inbound for m in messages])
         except BaseException as exc:
             self._fail(messages, writes, expiries, exc)
@@ -141,12 +162,24 @@ class GroupCommit:
                 write.future.set_result(result)
             else:
                 write.future.set_exception(error)
-        self._engine.finish([r[0] for r, _ in expired if r is not None])
+        self._engine.finish([r[0] for r, _ in expired if r is not None] + swept)
         for expiry, (result, error) in zip(expiries, expired, strict=True):
             self._after_expiry(expiry, None if error else result[1])
         replies = self._engine.finish(works, later=self._issue_later)
         for message, outbound in zip(messages, replies, strict=True):
             message.future.set_result(outbound)
+
+    def _scan(self, tx: SqlTx, limit: int) -> list[Work]:
+        works = []
+        for session_id in tx.overdue(self._engine.clock.now(), limit):
+            (result, error) = self._apply(
+                tx, functools.partial(self._engine.expire_in, session_id=session_id))
+            if error is None:
+                work, _later = result
+                # Leave the job in place: it fires, finds the session closed, and is
+                # removed by APScheduler as usual (removing it here would contend).
+                works.append(work)
+        return works
 
     @staticmethod
     def _after_expiry(expiry: _Expiry, later: datetime | None) -> None:

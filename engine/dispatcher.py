@@ -191,9 +191,10 @@ class Dispatcher:
             self._send(row)
 
     def _send(self, row: outbox.OutRow) -> None:
+        sender = self._sender()  # built before the slot, or the first sends bunch up
         self._pacer.wait()
         try:
-            result = self._sender().send(row.phone, row.body)
+            result = sender.send(row.phone, row.body)
         except SendFailure as failure:
             self._failed(row, failure)
             return

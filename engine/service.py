@@ -127,8 +127,10 @@ class Service:
             log.exception("stats block failed")
 
     def _tick(self) -> None:
-        # The heartbeat also nudges the dispatcher to look for rows other processes wrote.
+        # The heartbeat also nudges the dispatcher to look for rows other processes wrote,
+        # and lets the writer close, in batches, sessions whose jobs have not run yet.
         self.dispatcher.wake()
+        self.writer.expire_overdue()
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)

@@ -105,6 +105,14 @@ class SqlTx:
             context=self._driver.json_in(row[9]), closed_at=t(row[10]), close_reason=row[11],
         )
 
+    def overdue(self, now: datetime, limit: int) -> list[int]:
+        """Open sessions past their expiry, oldest first (the partial expiry index)."""
+        cursor = self._run(
+            "SELECT id FROM sessions WHERE closed_at IS NULL AND expires_at <= :now "
+            "ORDER BY expires_at LIMIT :limit", now=self._driver.time_out(now), limit=limit,
+        )
+        return [int(row[0]) for row in cursor.fetchall()]
+
     def open_session(self, channel: str, phone: str) -> SessionRecord | None:
         row = self._run(
             f"SELECT {_SESSION_COLUMNS} FROM sessions "
