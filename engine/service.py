@@ -27,6 +27,7 @@ __all__ = ["Service"]
 
 log = logging.getLogger("tertulia")
 _TAKEOVER_SECONDS = 1.0
+_OVERDUE_SECONDS = 1.0
 
 
 class Service:
@@ -99,6 +100,7 @@ class Service:
         sweep(self.timeouts, self.store)  # once at start, before serving
         self.dispatcher.start()
         self._spawn(self._sweep_loop, "sweep")
+        self._spawn(self._overdue_loop, "overdue")
 
     def _wait_for_lock(self) -> None:
         while not self._stop.wait(_TAKEOVER_SECONDS):
@@ -127,10 +129,14 @@ class Service:
             log.exception("stats block failed")
 
     def _tick(self) -> None:
-        # The heartbeat also nudges the dispatcher to look for rows other processes wrote,
-        # and lets the writer close, in batches, sessions whose jobs have not run yet.
+        # The heartbeat also nudges the dispatcher to look for rows other processes wrote.
         self.dispatcher.wake()
-        self.writer.expire_overdue()
+
+    def _overdue_loop(self) -> None:
+        # Our own thread, not an APScheduler job: when thousands of timeouts come due at
+        # once, the scheduler's thread is busy removing their jobs one by one.
+        while not self._stop.wait(_OVERDUE_SECONDS):
+            self.writer.expire_overdue()
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
