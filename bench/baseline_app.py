@@ -1,0 +1,110 @@
+"""The floors of tertulia's own web stack, for bench/webhook.py.
+
+Same stack (Starlette + uvicorn, same `uvicorn.run` settings as `tertulia serve`), same
+route and the same form, parsed the same way (`urllib.parse.parse_qsl`, as
+engine.channels.twilio.parse_form does). Two modes:
+
+- ``bare``: parse the form, answer ``<Response/>`` as text/xml.
+- ``sqlite``: the same, plus one ``BEGIN IMMEDIATE``; INSERT; COMMIT into a SQLite file
+  with tertulia's PRAGMAs (WAL, synchronous=NORMAL, busy_timeout 10 s, foreign keys),
+  off the event loop (run_in_threadpool, like tertulia), one connection per worker
+  thread, with writers queued on a process lock like persistence.store.SqlStore does.
+  Raw sqlite3, no SQLAlchemy: this is the floor.
+
+Neither checks the signature: that is part of what tertulia does on top of the floor.
+
+    python -m bench.baseline_app --mode bare|sqlite --port 8001 [--db /tmp/x.db]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import threading
+import time
+from urllib.parse import parse_qsl
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS inbound (id INTEGER PRIMARY KEY, sid TEXT NOT NULL UNIQUE, "
+    "phone TEXT NOT NULL, body TEXT NOT NULL, created_at TEXT NOT NULL)"
+)
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, check_same_thread=False, timeout=10.0, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=10000")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+def create_app(mode: str, db: str | None) -> Starlette:
+    local = threading.local()
+    write_lock = threading.Lock()
+    if mode == "sqlite":
+        assert db, "--db is required with --mode sqlite"
+        setup = _connect(db)
+        setup.execute(SCHEMA)
+        setup.close()
+
+    def write(form: dict[str, str]) -> None:
+        conn = getattr(local, "conn", None)
+        if conn is None:
+            conn = local.conn = _connect(db or "")
+        with write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(
+                    "INSERT INTO inbound (sid, phone, body, created_at) VALUES (?, ?, ?, ?)",
+                    (form.get("MessageSid", ""), form.get("From", ""), form.get("Body", ""),
+                     time.strftime("%Y-%m-%d %H:%M:%S")),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    async def whatsapp(request: Request) -> Response:
+        body = await request.body()
+        try:
+            text = body.decode("utf-8")
+            form = dict(parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text)))
+        except (UnicodeDecodeError, ValueError):
+            return PlainTextResponse("bad form", status_code=400)
+        if mode == "sqlite":
+            await run_in_threadpool(write, form)
+        return Response(EMPTY_TWIML, media_type="text/xml")
+
+    async def healthz(_request: Request) -> Response:
+        return JSONResponse({"status": "ok", "mode": mode})
+
+    return Starlette(routes=[
+        Route("/twilio/whatsapp", whatsapp, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+    ])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.baseline_app")
+    parser.add_argument("--mode", choices=["bare", "sqlite"], required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--db", default=None)
+    args = parser.parse_args()
+    app = create_app(args.mode, args.db)
+    # The same settings as engine/cli.py `serve`.
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False,
+                lifespan="on", timeout_graceful_shutdown=10)
+
+
+if __name__ == "__main__":
+    main()
