@@ -31,13 +31,6 @@ def _services() -> Services:
         raise click.ClickException(str(exc)) from None
 
 
-def _ago(now: datetime, then: datetime | None) -> str:
-    if then is None:
-        return "-"
-    seconds = int((now - then).total_seconds())
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 0 else f"-{-seconds}s"
-
-
 def _row(session: SessionRecord, now: datetime) -> dict[str, Any]:
     left = (session.expires_at - now).total_seconds() if session.is_open else None
     return {
