@@ -9,6 +9,8 @@ commit that holds it. With every write on one thread, nobody queues for the writ
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
 import queue
@@ -35,7 +37,7 @@ _STOP = object()
 @dataclass(frozen=True, slots=True)
 class _Message:
     inbound: Inbound
-    future: Future[list[Outbound]]
+    future: asyncio.Future[list[Outbound]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +75,10 @@ class GroupCommit:
         self.running = True
         self._thread.start()
 
-    def submit(self, inbound: Inbound) -> Future[list[Outbound]]:
-        """Queue a message; the future resolves after the commit that holds it."""
-        future: Future[list[Outbound]] = Future()
+    def submit(self, inbound: Inbound) -> asyncio.Future[list[Outbound]]:
+        """Queue a message from the running event loop; the future resolves on that loop
+        after the commit that holds it."""
+        future: asyncio.Future[list[Outbound]] = asyncio.get_running_loop().create_future()
         self._queue.put(_Message(inbound, future))
         return future
 
@@ -166,8 +169,7 @@ class GroupCommit:
         for expiry, (result, error) in zip(expiries, expired, strict=True):
             self._after_expiry(expiry, None if error else result[1])
         replies = self._engine.finish(works, later=self._issue_later)
-        for message, outbound in zip(messages, replies, strict=True):
-            message.future.set_result(outbound)
+        _settle(messages, replies, None)
 
     def _scan(self, tx: SqlTx, limit: int) -> list[Work]:
         works = []
@@ -191,8 +193,7 @@ class GroupCommit:
 
     def _fail(self, messages: list[_Message], writes: list[_Write], expiries: list[_Expiry],
               exc: BaseException) -> None:
-        for message in messages:
-            message.future.set_exception(exc)
+        _settle(messages, [None] * len(messages), exc)
         for write in writes:
             write.future.set_exception(exc)
         if expiries:
@@ -219,3 +220,25 @@ class GroupCommit:
                 log.exception("issuing credentials failed after the commit")
 
         self._issuer.submit(run)
+
+
+def _settle(messages: list[_Message], results: list[Any], exc: BaseException | None) -> None:
+    """Resolve the webhooks' futures: one wake-up of each event loop per batch, where a
+    thread-safe future per message cost the loop a lock and a callback chain each."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
+    for message, result in zip(messages, results, strict=True):
+        by_loop.setdefault(message.future.get_loop(), []).append((message.future, result))
+    for loop, items in by_loop.items():
+        # A closed loop raises RuntimeError: nobody is waiting for these answers any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_resolve, items, exc)
+
+
+def _resolve(items: list[tuple[asyncio.Future[Any], Any]], exc: BaseException | None) -> None:
+    for future, result in items:
+        if future.done():
+            continue  # the client went away and its request was cancelled
+        if exc is None:
+            future.set_result(result)
+        else:
+            future.set_exception(exc)

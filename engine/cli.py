@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -67,6 +68,10 @@ def serve(host: str, port: int) -> None:
     logs.configure(settings.log_level, settings.log_format)
     _warn_about_mode(settings)
     app = create_app(Service(settings, stats=True))
+    # Everything built so far (modules, the app, SQLAlchemy's tables) lives as long as
+    # the process: moved out of the collector's reach, the full collections that the
+    # per-message garbage triggers stop re-walking it (6% of the CPU under load).
+    gc.freeze()
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
                             lifespan="on", timeout_graceful_shutdown=10)
     _uvicorn_server()(config).run()

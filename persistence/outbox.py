@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_, case, func, select, text, update
+from sqlalchemy import ColumnElement, and_, bindparam, case, func, select, text, update
 
 from engine.ports import Outbound
 from persistence.models import messages, sessions
@@ -109,9 +109,8 @@ def release_sending(store: SqlStore, channel: str) -> int:
 
 
 def record_sent(write: Writer, row_id: int, *, sid: str, status: str, now: datetime) -> None:
-    # A retried row that got through keeps no error code from its failed tries.
-    _finish(write, row_id, now=now, status=status, twilio_sid=sid, error_code=None,
-            next_attempt_at=None, attempts=messages.c.attempts + 1)
+    params = {"row_id": row_id, "new_status": status, "sid": sid, "now": now}
+    write(lambda tx: tx.conn.execute(_SENT, params))
 
 
 def record_retry(write: Writer, row_id: int, *, code: int | None, next_at: datetime) -> None:
@@ -143,6 +142,15 @@ def _finish(write: Writer, row_id: int, *, now: datetime | None, **values: objec
 def _redacted_body() -> object:
     return case((messages.c.body_redacted.is_not(None), messages.c.body_redacted),
                 else_=messages.c.body)
+
+
+# Built once: every send records one, and building the statement cost more than running
+# it. A retried row that got through keeps no error code from its failed tries.
+_SENT = update(messages).where(messages.c.id == bindparam("row_id")).values(
+    status=bindparam("new_status"), twilio_sid=bindparam("sid"), sent_at=bindparam("now"),
+    error_code=None, next_attempt_at=None, attempts=messages.c.attempts + 1,
+    body=_redacted_body(), body_redacted=None,
+)
 
 
 def apply_status(tx: SqlTx, sid: str, status: str, code: int | None) -> str | None:

@@ -42,7 +42,9 @@ class Driver:
         return cached
 
     def execute(self, conn: Connection, text: str, params: dict[str, Any]) -> Any:
-        cursor = conn.connection.cursor()
+        # The DBAPI cursor itself: SQLAlchemy's pool wrapper around it costs a frame per
+        # statement, and a message runs six or seven.
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.execute(self.sql(text), params)
         except self._errors as exc:
@@ -54,8 +56,12 @@ class Driver:
     def time_out(self, value: datetime | None) -> Any:
         if value is None:
             return None
-        naive = value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
-        return naive.strftime("%Y-%m-%d %H:%M:%S.%f") if self._sqlite else naive
+        if value.tzinfo is not None and value.tzinfo is not UTC:
+            value = value.astimezone(UTC)
+        naive = value.replace(tzinfo=None)
+        # isoformat with a fixed timespec writes what strftime("%Y-%m-%d %H:%M:%S.%f")
+        # does, at a third of the cost: it runs five times per message.
+        return naive.isoformat(" ", "microseconds") if self._sqlite else naive
 
     @staticmethod
     def time_in(value: Any) -> datetime | None:
