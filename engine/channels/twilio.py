@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import functools
 import hmac
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qsl
 
 import requests
@@ -175,12 +176,15 @@ class TwilioSender:
         timeout: float, status_callback: str | None,
     ) -> None:
         http = TwilioHttpClient(timeout=timeout)
+        self._session = http.session = _PacedSession()
         self._client = Client(account_sid, auth_token, http_client=http)
         # Point every domain the Messages API uses at the configured base (a fake, staging).
         self._client.api.base_url = api_base_url
         self._sender, self._callback = sender, status_callback
 
-    def send(self, phone: str, body: str) -> SendResult:
+    def send(self, phone: str, body: str, pace: Callable[[], object] = lambda: None) -> SendResult:
+        """Send one message; `pace` is called just before its request goes on the wire."""
+        self._session.pace = pace
         try:
             message = self._client.messages.create(
                 to=f"whatsapp:{phone}", from_=self._sender, body=body,
@@ -196,6 +200,18 @@ class TwilioSender:
         return SendResult(str(message.sid), str(message.status or "queued"))
 
     def close(self) -> None:
-        session = getattr(self._client.http_client, "session", None)
-        if session is not None:
-            session.close()
+        self._session.close()
+
+
+class _PacedSession(requests.Session):
+    """Waits for the pacer's slot after twilio-python has built the request, not before.
+
+    Building it takes a millisecond or more of Python, longer while webhooks hold the
+    GIL; paced before that, sends reached Twilio up to 84 in one second at 80 MPS.
+    """
+
+    pace: Callable[[], object] = staticmethod(lambda: None)
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        self.pace()
+        return super().send(request, **kwargs)
