@@ -11,14 +11,21 @@ engine.channels.twilio.parse_form does). Two modes:
   thread, with writers queued on a process lock like persistence.store.SqlStore does.
   Raw sqlite3, no SQLAlchemy: this is the floor.
 
-Neither checks the signature: that is part of what tertulia does on top of the floor.
+- ``batched``: the same insert, but through one writer thread that commits whatever
+  queued meanwhile in one transaction, each webhook answered after its commit, the
+  waiting requests woken once per batch: tertulia's own design (engine/batching.py)
+  with one statement per message instead of a conversation step.
 
-    python -m bench.baseline_app --mode bare|sqlite --port 8001 [--db /tmp/x.db]
+None checks the signature: that is part of what tertulia does on top of the floor.
+
+    python -m bench.baseline_app --mode bare|sqlite|batched --port 8001 [--db /tmp/x.db]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import queue
 import sqlite3
 import threading
 import time
@@ -47,10 +54,58 @@ def _connect(path: str) -> sqlite3.Connection:
     return conn
 
 
+_INSERT = "INSERT INTO inbound (sid, phone, body, created_at) VALUES (?, ?, ?, ?)"
+
+
+def _row(form: dict[str, str]) -> tuple[str, str, str, str]:
+    return (form.get("MessageSid", ""), form.get("From", ""), form.get("Body", ""),
+            time.strftime("%Y-%m-%d %H:%M:%S"))
+
+
+class _Batcher:
+    """Group commit, as engine/batching.py does it, around one INSERT per message."""
+
+    def __init__(self, db: str) -> None:
+        self._db = db
+        self._queue: queue.SimpleQueue[tuple[dict[str, str], asyncio.Future[None]]] = \
+            queue.SimpleQueue()
+        threading.Thread(target=self._loop, name="group-commit", daemon=True).start()
+
+    def submit(self, form: dict[str, str]) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.put((form, future))
+        return future
+
+    def _loop(self) -> None:
+        conn = _connect(self._db)
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < 128:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            conn.execute("BEGIN IMMEDIATE")
+            for form, _ in batch:
+                conn.execute("SAVEPOINT message")
+                conn.execute(_INSERT, _row(form))
+                conn.execute("RELEASE SAVEPOINT message")
+            conn.execute("COMMIT")
+            futures = [future for _, future in batch]
+            futures[0].get_loop().call_soon_threadsafe(_resolve, futures)
+
+
+def _resolve(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
+
+
 def create_app(mode: str, db: str | None) -> Starlette:
     local = threading.local()
     write_lock = threading.Lock()
-    if mode == "sqlite":
+    batcher = _Batcher(db or "") if mode == "batched" else None
+    if mode in ("sqlite", "batched"):
         assert db, "--db is required with --mode sqlite"
         setup = _connect(db)
         setup.execute(SCHEMA)
@@ -63,11 +118,7 @@ def create_app(mode: str, db: str | None) -> Starlette:
         with write_lock:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.execute(
-                    "INSERT INTO inbound (sid, phone, body, created_at) VALUES (?, ?, ?, ?)",
-                    (form.get("MessageSid", ""), form.get("From", ""), form.get("Body", ""),
-                     time.strftime("%Y-%m-%d %H:%M:%S")),
-                )
+                conn.execute(_INSERT, _row(form))
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -82,6 +133,8 @@ def create_app(mode: str, db: str | None) -> Starlette:
             return PlainTextResponse("bad form", status_code=400)
         if mode == "sqlite":
             await run_in_threadpool(write, form)
+        elif batcher is not None:
+            await batcher.submit(form)
         return Response(EMPTY_TWIML, media_type="text/xml")
 
     async def healthz(_request: Request) -> Response:
@@ -95,7 +148,7 @@ def create_app(mode: str, db: str | None) -> Starlette:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.baseline_app")
-    parser.add_argument("--mode", choices=["bare", "sqlite"], required=True)
+    parser.add_argument("--mode", choices=["bare", "sqlite", "batched"], required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--db", default=None)

@@ -173,6 +173,15 @@ def _cleanup() -> None:
             proc.stop(timeout=10)
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process, all its threads (from /proc/<pid>/stat)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kb(pid: int) -> int | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -423,6 +432,8 @@ def summarize_runs(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "p99": median(r["lat_ms"]["p99"] for r in runs),
         "mean": median(r["lat_ms"]["mean"] for r in runs),
         "requests": sum(r["requests"] for r in runs),
+        "cpu_us": median(r["cpu_us"] for r in runs) if all("cpu_us" in r for r in runs)
+        else None,
         "non200": sum(r["requests"] - r["ok"] for r in runs) + sum(r["errors"] for r in runs),
     }
 

@@ -1,11 +1,13 @@
 """Benchmark 1: signed inbound webhooks — throughput and latency, against two floors.
 
-Four servers, one after the other, each a real subprocess on loopback with the Twilio
+Five servers, one after the other, each a real subprocess on loopback with the Twilio
 fake (50 ms latency) in its own process:
 
 - baseline ``bare``: Starlette + uvicorn (same settings as ``tertulia serve``) parsing the
   same form and answering ``<Response/>`` (bench/baseline_app.py);
 - baseline ``sqlite``: the same plus one BEGIN IMMEDIATE insert + commit;
+- baseline ``batched``: the same insert through one group-commit writer thread, as
+  tertulia hands its messages over (engine/batching.py);
 - tertulia with ``TIMEOUT_REARM=self`` (the default: the job re-arms itself when it
   fires early) and with ``TIMEOUT_REARM=message`` (a job write on every message).
 
@@ -19,6 +21,10 @@ The load generator (bench/loadgen.py) runs in its own process with keep-alive
 connections, at concurrency 1, 8, 32 and 64; each level runs 3 times and the median is
 reported. tertulia runs with default settings (TWILIO_MAX_MPS=80, LOG_LEVEL=INFO), except
 SESSION_TIMEOUT_MINUTES=600 so no session expires mid-run.
+
+Each run also reads the server's CPU time (/proc/<pid>/stat, all threads) to give CPU
+per request, and the engine's own step is timed in this process first
+(bench/engine_step.py), for the one-process floor in the report.
 
 With --profile (default in a full run), tertulia (self) gets three extra c=32 runs under
 py-spy after its measured runs (so sampling never touches the measured figures): GIL
@@ -38,7 +44,7 @@ if __package__ in (None, ""):  # run as `python bench/webhook.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import common as c
-from bench import profiling
+from bench import engine_step, profiling
 
 BENCH_DIR = Path(__file__).resolve().parent
 
@@ -48,16 +54,23 @@ def _extra(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-profile", dest="profile", action="store_false")
 
 
-def _measure(port: int, levels: list[int], reps: int, duration: float, phones: int,
+def _measure(server: c.Server, levels: list[int], reps: int, duration: float, phones: int,
              label: str) -> dict[int, dict[str, Any]]:
     out: dict[int, dict[str, Any]] = {}
+    port = server.port
     for level in levels:
         pending_before = c.pending_outbox(port)
         runs = []
         for rep in range(reps):
             spec = c.load_spec(port, concurrency=level, duration=duration, phones=(0, phones),
                                texts=["mmm"], order="round_robin", seed=rep)
+            cpu_before = c.cpu_seconds(server.pid)
             runs.append(c.run_load(spec))
+            cpu_after = c.cpu_seconds(server.pid)
+            if cpu_before is not None and cpu_after is not None and runs[-1]["requests"]:
+                # Everything the server process spent (all threads, user + system), per
+                # request: a steadier figure than req/s on a shared host.
+                runs[-1]["cpu_us"] = 1e6 * (cpu_after - cpu_before) / runs[-1]["requests"]
             c.progress(f"{label} c={level} rep {rep + 1}: {runs[-1]['rps']:.0f} req/s, "
                        f"p99 {runs[-1]['lat_ms']['p99']:.1f} ms")
         summary = c.summarize_runs(runs)
@@ -121,12 +134,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, dict[int, dict[str, Any]]] = {}
     extras: dict[str, dict[str, Any]] = {}
     profile: dict[str, Any] | None = None
+    c.progress("timing the engine step in process")
+    engine_us = engine_step.measure()
     with c.workdir("webhook", args.keep) as work:
         fake, fake_url = c.start_fake(work, latency=0.05)
         targets: list[tuple[str, Any]] = [
             ("baseline bare", lambda: c.start_baseline(work, "bare")),
             ("baseline sqlite", lambda: c.start_baseline(work, "sqlite",
                                                          db_path=work / "baseline.db")),
+            ("baseline batched", lambda: c.start_baseline(work, "batched",
+                                                          db_path=work / "batched.db")),
             ("tertulia self", lambda: c.start_tertulia(
                 work, work / "self.db", fake_url, name="tertulia-self",
                 extra_env={"TIMEOUT_REARM": "self", "SESSION_TIMEOUT_MINUTES": "600"})),
@@ -139,7 +156,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             server = start()
             opened = _open_sessions(server.port, phones)
             rss_before = server.rss_kb()
-            results[name] = _measure(server.port, levels, reps, duration, phones, name)
+            results[name] = _measure(server, levels, reps, duration, phones, name)
             extras[name] = {"opened": opened, "rss_before": rss_before,
                             "rss_after": server.rss_kb(), "healthy_after": server.healthy_after}
             if name == "tertulia self" and do_profile:
@@ -159,22 +176,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
     for name, levels_out in results.items():
         for level, s in levels_out.items():
-            rows.append([name, level, s["rps"], s["p50"], s["p95"], s["p99"], s["requests"],
-                         s["non200"], s.get("pending_after") if "tertulia" in name else "–"])
+            rows.append([name, level, s["rps"], s["p50"], s["p95"], s["p99"], _us(s["cpu_us"]),
+                         s["requests"], s["non200"],
+                         s.get("pending_after") if "tertulia" in name else "–"])
     report.table(["server", "concurrency", "req/s", "p50 ms", "p95 ms", "p99 ms",
-                  "requests (all reps)", "non-200 / errors", "outbox pending after"], rows,
-                 caption="Medians of the runs at each level")
+                  "server CPU µs / request", "requests (all reps)", "non-200 / errors",
+                  "outbox pending after"], rows, caption="Medians of the runs at each level")
     ratio_rows = []
-    bare, sqlite = results["baseline bare"], results["baseline sqlite"]
+    bare, sqlite, batched = (results["baseline bare"], results["baseline sqlite"],
+                             results["baseline batched"])
     for level in levels:
-        row: list[Any] = [level, bare[level]["rps"], sqlite[level]["rps"]]
+        row: list[Any] = [level, bare[level]["rps"], sqlite[level]["rps"],
+                          batched[level]["rps"]]
         for mode in ("tertulia self", "tertulia message"):
             rps = results[mode][level]["rps"]
-            row += [rps, f"{rps / bare[level]['rps']:.3f}", f"{rps / sqlite[level]['rps']:.3f}"]
+            row += [rps, f"{rps / bare[level]['rps']:.3f}", f"{rps / sqlite[level]['rps']:.3f}",
+                    f"{rps / batched[level]['rps']:.3f}"]
         ratio_rows.append(row)
-    report.table(["c", "bare req/s", "sqlite req/s", "self req/s", "self / bare",
-                  "self / sqlite", "message req/s", "message / bare", "message / sqlite"],
+    report.table(["c", "bare req/s", "sqlite req/s", "batched req/s", "self req/s",
+                  "self / bare", "self / sqlite", "self / batched", "message req/s",
+                  "message / bare", "message / sqlite", "message / batched"],
                  ratio_rows, caption="tertulia's throughput as a fraction of each floor")
+    _budget_section(report, results, engine_us)
     self32, msg32, bare32 = (results["tertulia self"][32], results["tertulia message"][32],
                              bare[32])
     better = "self" if self32["rps"] >= msg32["rps"] else "message"
@@ -205,6 +228,42 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         _profile_section(report, profile)
     report.write(not args.no_write)
     return {"results": results, "profile": profile}
+
+
+def _us(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0f}"
+
+
+def _budget_section(report: c.Report, results: dict[str, dict[int, dict[str, Any]]],
+                    engine_us: float) -> None:
+    """Where one core's microseconds go at c=32, and what half of bare would allow."""
+    rows = []
+    for name, levels_out in results.items():
+        s = levels_out[32]
+        cores = s["cpu_us"] * s["rps"] / 1e6 if s["cpu_us"] is not None else None
+        rows.append([name, s["rps"], _us(s["cpu_us"]),
+                     "–" if cores is None else f"{cores:.2f}"])
+    report.table(["server (c=32)", "req/s", "server CPU µs / request",
+                  "cores busy (CPU µs/req × req/s)"], rows,
+                 caption="CPU per request at c=32 (server process, all threads)")
+    bare = results["baseline bare"][32]
+    bare_cpu = bare["cpu_us"]
+    if bare_cpu is None:
+        return
+    budget = 1e6 / (0.5 * bare["rps"])
+    cap = 1e6 / (bare_cpu + engine_us)
+    report.text(
+        f"**The floor of one process.** Python runs one thread at a time (the GIL), so a "
+        f"server is held to about one core whatever its threads; the cores-busy column "
+        f"shows it. Half of bare at c=32 is {0.5 * bare['rps']:,.0f} req/s, which leaves "
+        f"**{budget:.0f} µs of CPU per request**. The same stack with nothing behind it "
+        f"already spends {bare_cpu:.0f} µs (bare); the engine's step alone, in process, "
+        f"with no HTTP, no threads and none of the listeners serve adds "
+        f"(`python -m bench.engine_step`), costs **{engine_us:.0f} µs per message**. "
+        f"Those two alone cap a one-process server at 1e6 / ({bare_cpu:.0f} + "
+        f"{engine_us:.0f}) = {cap:,.0f} req/s, {cap / bare['rps']:.2f} of bare, before the "
+        f"signature check, the hand-off to the writer, the outbox's sends and the log "
+        f"lines. `baseline batched` is that hand-off with one INSERT in place of the step.")
 
 
 def _profile_section(report: c.Report, profile: dict[str, Any]) -> None:
