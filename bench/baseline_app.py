@@ -85,31 +85,42 @@ class _Batcher:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            conn.execute("BEGIN IMMEDIATE")
-            for form, _ in batch:
-                conn.execute("SAVEPOINT message")
-                conn.execute(_INSERT, _row(form))
-                conn.execute("RELEASE SAVEPOINT message")
-            conn.execute("COMMIT")
+            error: Exception | None = None
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                for form, _ in batch:
+                    conn.execute("SAVEPOINT message")
+                    conn.execute(_INSERT, _row(form))
+                    conn.execute("RELEASE SAVEPOINT message")
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:  # answered as a 500: never a writer that died
+                error = exc
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
             futures = [future for _, future in batch]
-            futures[0].get_loop().call_soon_threadsafe(_resolve, futures)
+            futures[0].get_loop().call_soon_threadsafe(_resolve, futures, error)
 
 
-def _resolve(futures: list[asyncio.Future[None]]) -> None:
+def _resolve(futures: list[asyncio.Future[None]], error: Exception | None) -> None:
     for future in futures:
-        if not future.done():
+        if future.done():
+            continue
+        if error is None:
             future.set_result(None)
+        else:
+            future.set_exception(error)
 
 
 def create_app(mode: str, db: str | None) -> Starlette:
     local = threading.local()
     write_lock = threading.Lock()
-    batcher = _Batcher(db or "") if mode == "batched" else None
     if mode in ("sqlite", "batched"):
-        assert db, "--db is required with --mode sqlite"
+        assert db, f"--db is required with --mode {mode}"
         setup = _connect(db)
         setup.execute(SCHEMA)
         setup.close()
+    # After the set-up: two connections switching to WAL at once can fail as "locked".
+    batcher = _Batcher(db or "") if mode == "batched" else None
 
     def write(form: dict[str, str]) -> None:
         conn = getattr(local, "conn", None)
