@@ -457,8 +457,10 @@ def machine_info() -> dict[str, str]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     nproc = _git_free_nproc()
+    # The path after the status code (_git strips the output, and with it the first
+    # line's leading blank, so slicing at column 3 miscounted bench/ files).
     dirty = [line for line in _git("status", "--porcelain").splitlines()
-             if line[3:] and not line[3:].startswith("bench/")]
+             if line.split(maxsplit=1)[-1] and not line.split(maxsplit=1)[-1].startswith("bench/")]
     versions = []
     for dist in ("sqlalchemy", "apscheduler", "transitions", "starlette", "uvicorn", "uvloop",
                  "httptools", "h11", "twilio"):
