@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +160,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             results[name] = _measure(server, levels, reps, duration, phones, name)
             extras[name] = {"opened": opened, "rss_before": rss_before,
                             "rss_after": server.rss_kb(), "healthy_after": server.healthy_after}
+            if name == "tertulia self":
+                extras[name]["outbox_alone"] = _outbox_alone(server, seconds=5.0)
             if name == "tertulia self" and do_profile:
                 c.progress("profiling tertulia (self) at c=32 with py-spy")
                 profile = _profile(server, phones, duration=8)
@@ -197,7 +200,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                   "self / bare", "self / sqlite", "self / batched", "message req/s",
                   "message / bare", "message / sqlite", "message / batched"],
                  ratio_rows, caption="tertulia's throughput as a fraction of each floor")
-    _budget_section(report, results, engine_us)
+    _budget_section(report, results, engine_us, extras["tertulia self"].get("outbox_alone"))
     self32, msg32, bare32 = (results["tertulia self"][32], results["tertulia message"][32],
                              bare[32])
     better = "self" if self32["rps"] >= msg32["rps"] else "message"
@@ -230,12 +233,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {"results": results, "profile": profile}
 
 
+def _outbox_alone(server: c.Server, seconds: float) -> dict[str, float] | None:
+    """The server's CPU while its outbox drains the backlog the runs left, no webhooks."""
+    pending0, cpu0, started = c.pending_outbox(server.port), c.cpu_seconds(server.pid), \
+        time.monotonic()
+    time.sleep(seconds)
+    pending1, cpu1 = c.pending_outbox(server.port), c.cpu_seconds(server.pid)
+    elapsed = time.monotonic() - started
+    if pending0 is None or pending1 is None or cpu0 is None or cpu1 is None:
+        return None
+    return {"sent_per_s": (pending0 - pending1) / elapsed, "cores": (cpu1 - cpu0) / elapsed,
+            "backlog": float(pending1)}
+
+
 def _us(value: float | None) -> str:
     return "–" if value is None else f"{value:.0f}"
 
 
 def _budget_section(report: c.Report, results: dict[str, dict[int, dict[str, Any]]],
-                    engine_us: float) -> None:
+                    engine_us: float, outbox: dict[str, float] | None) -> None:
     """Where one core's microseconds go at c=32, and what half of bare would allow."""
     rows = []
     for name, levels_out in results.items():
@@ -264,6 +280,16 @@ def _budget_section(report: c.Report, results: dict[str, dict[int, dict[str, Any
         f"{engine_us:.0f}) = {cap:,.0f} req/s, {cap / bare['rps']:.2f} of bare, before the "
         f"signature check, the hand-off to the writer, the outbox's sends and the log "
         f"lines. `baseline batched` is that hand-off with one INSERT in place of the step.")
+    if outbox is not None:
+        left = max(0.0, 1.0 - outbox["cores"])
+        report.text(
+            f"**The outbox shares that core.** After the runs, with no webhooks, the server "
+            f"drained its backlog ({outbox['backlog']:,.0f} rows left) at "
+            f"{outbox['sent_per_s']:.1f} sends/s (TWILIO_MAX_MPS=80) and kept "
+            f"**{outbox['cores']:.2f} cores** busy doing only that (twilio-python's request, "
+            f"the bookkeeping commits). That leaves about {left:.2f} of the core to webhooks: "
+            f"at the {bare_cpu + engine_us:.0f} µs above, at most "
+            f"{left * cap:,.0f} req/s, {left * cap / bare['rps']:.2f} of bare.")
 
 
 def _profile_section(report: c.Report, profile: dict[str, Any]) -> None:
