@@ -35,6 +35,14 @@ if __package__ in (None, ""):  # run as `python bench/outbox.py`
 from bench import common as c
 
 
+def _stalls(gaps: list[float], interval: float) -> str:
+    long = [g for g in gaps if g > 4 * interval]
+    if not long:
+        return "0"
+    lost = sum(g - interval for g in long)
+    return f"{len(long)}, {lost:.2f} s, {max(long) * 1000:.0f} ms"
+
+
 def _records(path: Path) -> list[dict[str, Any]]:
     out = []
     try:
@@ -152,6 +160,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ["smallest gap between two sends", f"{min(gaps) * 1000:.2f} ms" if gaps else "–"],
         ["median gap", f"{c.percentile(gaps, 50) * 1000:.2f} ms (1/80 s = 12.5 ms)"
          if gaps else "–"],
+        # Where the rate goes: a gap of more than four intervals is a stall, not pacing.
+        ["stalls (gaps over 50 ms): count, time beyond one interval, longest",
+         _stalls(gaps, 1.0 / max_mps)],
         ["recipients whose order differs from the queue order", f"{out_of_order} of "
                                                                 f"{len(fake_order)}"],
         ["duplicate deliveries", f"{duplicates}"],
