@@ -62,9 +62,9 @@ class Pacer:
     connections), so 20 ms: a ceiling of 80/1.02 = 78.4/s.
 
     A caller less than one interval late keeps the schedule, so the next slot comes
-    that much sooner: threads that wake a few milliseconds late under load no longer
-    cost a slot each time (the bench sent 77/s). Later than that, the schedule restarts
-    from the late slot, so an idle pacer never lets a burst through.
+    that much sooner: a thread that wakes a few milliseconds late does not push every
+    later slot back. Later than that, the schedule restarts from the late slot, so an
+    idle pacer never lets a burst through.
     """
 
     def __init__(self, rate: float, slack: float = 0.020, *,
