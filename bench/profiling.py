@@ -102,7 +102,7 @@ def thread_kind(name: str) -> str:
     if name.startswith("group-commit"):
         return "group-commit: the writer thread (engine transactions)"
     if name.startswith("outbox"):
-        return "outbox: dispatcher loop + 16 sender threads"
+        return "outbox: dispatcher loop + sender threads"
     if name.startswith("APScheduler"):
         return "APScheduler: the scheduler thread"
     if name.startswith("ThreadPoolExecutor"):

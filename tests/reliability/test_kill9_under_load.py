@@ -17,8 +17,8 @@ and what users received:
   no row holds: the process died after Twilio accepted the request and before
   `record_sent` committed, so the row was still `sending` and the next start resent
   it. Hence duplicates <= rows released at start-up (the server logs that count), and
-  <= kills x 16: only the dispatcher's 16 worker threads (engine/dispatcher.py,
-  `workers=16`) can have a request in flight when the process dies.
+  <= kills x WORKERS: only the dispatcher's worker threads (engine/dispatcher.py,
+  `WORKERS`) can have a request in flight when the process dies.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import time
 
 import httpx
 
+from engine.dispatcher import WORKERS
 from tests.e2e.harness import message_sid, wait_until, whatsapp
 from tests.reliability.support import (
     SENT,
@@ -44,7 +45,7 @@ from tests.reliability.support import (
 SEED = 20261201
 PHONES = 30
 KILLS = 3
-DISPATCH_WORKERS = 16  # engine/dispatcher.py: Dispatcher(..., workers=16)
+DISPATCH_WORKERS = WORKERS  # the dispatcher's default, which the server uses
 ROUNDS = 40  # conversations per phone at most; the kills, not this, end the load
 RETRY_SECONDS = 30.0  # how long a cut-off webhook is retried (a restart takes ~1-2 s)
 
