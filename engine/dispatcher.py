@@ -174,9 +174,9 @@ class Dispatcher:
         with self._busy_lock:
             busy, free = set(self._busy), self._workers * 2 - len(self._busy)
         if free < self._workers:
-            # Every worker still has a claimed row queued behind the one it sends: claim
-            # again once they are down to one each, a batch of rows at a time. Claiming
-            # after every send cost a read and a write each, a sixth of a core at 80/s.
+            # More rows are claimed than there are workers, so none is idle: claim again
+            # once that is no longer so, a batch of rows at a time. Claiming after every
+            # send (a read and a write each) kept this loop at 0.17-0.20 of a core at 80/s.
             return
         heads = outbox.claim_heads(self._store, self._write, channel=CHANNEL,
                                    now=self._clock.now(),

@@ -62,12 +62,10 @@ class _Passthrough(logging.Handler):
         self._stream = stream.stream
 
     def handle(self, record: Any) -> bool:
+        # QueueListener hands over what the queue holds, a str: nothing to filter or format.
         self._stream.write(f"{record}\n")
         self._stream.flush()
         return True
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.handle(record.getMessage())
 
 
 def _stop_listener() -> None:
