@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from alembic import context
-from engine.config import load_settings
+from engine.settings import load_settings
 from persistence.db import make_engine
 from persistence.models import Base
 

@@ -616,7 +616,7 @@ def sweep_query_costs(db: Path, *, budget: float = 15.0, sample_jobs: int = 50) 
     """
     from sqlalchemy import event
 
-    from engine.timeouts import JOB_PREFIX
+    from engine.scheduling.timeouts import JOB_PREFIX
     from persistence import queries
     from persistence.db import make_engine
     from persistence.store import SqlStore
@@ -675,7 +675,7 @@ def stats_block_cost(db: Path, timeout_minutes: float) -> dict[str, Any]:
     """What the periodic stats block (STATS_INTERVAL_MINUTES) costs on `db`."""
     from datetime import timedelta
 
-    from engine.monitoring import stats_block
+    from engine.monitoring.metrics import stats_block
     from persistence.db import make_engine
     from persistence.store import SqlStore
 

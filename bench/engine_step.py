@@ -17,10 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from engine.batching import GroupCommit, _Message
-from engine.bootstrap import build
-from engine.config import Settings
-from engine.ports import Inbound
+from engine.core.ports import Inbound
+from engine.server.writer import Writer, _Message
+from engine.settings import Settings
+from engine.wiring import wire
 from persistence.migrate import upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,8 +34,8 @@ def measure(rounds: int = 3) -> float:
         upgrade(url)
         settings = Settings.from_mapping({"DATABASE_URL": url, "FLOWS_DIR": str(ROOT / "flows"),
                                           "SESSION_TIMEOUT_MINUTES": "600"})
-        services = build(settings)
-        writer = GroupCommit(services.engine, services.store)
+        wiring = wire(settings)
+        writer = Writer(wiring.conversations, wiring.store)
         loop = asyncio.new_event_loop()
         counter = iter(range(10**9))
 
@@ -55,7 +55,7 @@ def measure(rounds: int = 3) -> float:
         one_pass("mmm")  # warm-up
         best = min(one_pass("mmm") for _ in range(rounds))
         loop.close()
-        services.store.engine.dispose()
+        wiring.store.db.dispose()
     return 1e6 * best / _PHONES
 
 

@@ -15,8 +15,8 @@ inserted with ``executemany`` in batches, one transaction each (BEGIN IMMEDIATE)
 
 The jobs go through APScheduler's own code, never hand-made rows:
 
-- the first session is armed with ``engine.timeouts.Timeouts.arm`` itself, the call the
-  server makes (``add_job("engine.timeouts:fire", "date", run_date=expires_at,
+- the first session is armed with ``engine.scheduling.timeouts.Timeouts.arm`` itself, the call the
+  server makes (``add_job("engine.scheduling.timeouts:fire", "date", run_date=expires_at,
   args=[id], id="timeout:<id>", replace_existing=True)``), on a job-store engine built
   like the server's (``persistence.db.make_engine(url, immediate=False)``);
 - the others are the same ``apscheduler.job.Job`` objects, serialised by the same code
@@ -126,7 +126,7 @@ def arm_jobs(db: Path, items: Sequence[tuple[int, datetime]], *, batch: int = 10
     from apscheduler.triggers.date import DateTrigger
     from apscheduler.util import datetime_to_utc_timestamp
 
-    from engine.timeouts import FIRE, Timeouts, job_id
+    from engine.scheduling.timeouts import FIRE, Timeouts, job_id
     from persistence.db import make_engine
 
     if not items:

@@ -3,7 +3,7 @@
 `tertulia serve` starts on an empty database (default settings,
 SESSION_TIMEOUT_MINUTES=1). While it runs, bench/seed.py writes 10k open sessions whose
 `expires_at` are spread evenly over 10 s, starting a few seconds later, each with its
-timeout job (`engine.timeouts:fire`, DateTrigger at `expires_at`), through APScheduler's
+timeout job (`engine.scheduling.timeouts:fire`, DateTrigger at `expires_at`), through APScheduler's
 own code (see bench/seed.py); `last_inbound_at` is one timeout earlier, so every session
 is inside WhatsApp's 24-hour window and gets a notice. The scheduler sees jobs written
 by another process within a second (its heartbeat), and the first is due well after that.

@@ -3,7 +3,7 @@
 Flow authors import from here only.
 """
 
-from engine.flow import Decision, Flow, Turn, step
-from engine.ports import CredentialRequest, Credentials, TrialRecord
+from engine.core.flow import Decision, Flow, Turn, step
+from engine.core.ports import CredentialRequest, Credentials, TrialRecord
 
 __all__ = ["CredentialRequest", "Credentials", "Decision", "Flow", "TrialRecord", "Turn", "step"]

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
-from engine.errors import ConfigError
+from engine.core.errors import ConfigError
 
 __all__ = ["BUSY_TIMEOUT_MS", "is_sqlite", "make_engine", "sqlite_path"]
 

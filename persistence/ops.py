@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from engine.ports import SessionRecord
+from engine.core.ports import SessionRecord
 from persistence.models import messages, session_events, sessions
 from persistence.store import SqlStore, session_from_row
 

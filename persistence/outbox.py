@@ -8,9 +8,9 @@ from datetime import datetime
 
 from sqlalchemy import ColumnElement, and_, bindparam, case, func, select, text, update
 
-from engine.ports import Outbound
+from engine.core.ports import Outbound
 from persistence.models import messages, sessions
-from persistence.store import SqlStore, SqlTx, Writer
+from persistence.store import SqlStore, SqlTx, TxRunner
 
 __all__ = [
     "STATUS_RANK",
@@ -59,7 +59,7 @@ class OutRow:
 
 
 def claim_heads(
-    store: SqlStore, write: Writer, *, channel: str, now: datetime, busy: set[str], limit: int
+    store: SqlStore, write: TxRunner, *, channel: str, now: datetime, busy: set[str], limit: int
 ) -> list[OutRow]:
     """The oldest unsent row of each recipient not busy or backing off, marked `sending`.
 
@@ -117,12 +117,12 @@ def release_sending(store: SqlStore, channel: str) -> int:
     return int(result.rowcount)
 
 
-def record_sent(write: Writer, row_id: int, *, sid: str, status: str, now: datetime) -> None:
+def record_sent(write: TxRunner, row_id: int, *, sid: str, status: str, now: datetime) -> None:
     params = {"row_id": row_id, "new_status": status, "sid": sid, "now": now}
     write(lambda tx: tx.conn.execute(_SENT, params))
 
 
-def record_retry(write: Writer, row_id: int, *, code: int | None, next_at: datetime) -> None:
+def record_retry(write: TxRunner, row_id: int, *, code: int | None, next_at: datetime) -> None:
     statement = update(messages).where(messages.c.id == row_id).values(
         status="pending", error_code=code, attempts=messages.c.attempts + 1,
         next_attempt_at=next_at,
@@ -131,7 +131,7 @@ def record_retry(write: Writer, row_id: int, *, code: int | None, next_at: datet
 
 
 def record_failure(
-    write: Writer, row_id: int, *, status: str, code: int | None, now: datetime,
+    write: TxRunner, row_id: int, *, status: str, code: int | None, now: datetime,
     count_attempt: bool = True,
 ) -> None:
     """A final outcome without a send: failed, skipped_window or dry_run."""
@@ -140,7 +140,7 @@ def record_failure(
             error_code=code, attempts=attempts)
 
 
-def _finish(write: Writer, row_id: int, *, now: datetime | None, **values: object) -> None:
+def _finish(write: TxRunner, row_id: int, *, now: datetime | None, **values: object) -> None:
     # Once a row leaves the outbox, a body that carried a password keeps only its redaction.
     statement = update(messages).where(messages.c.id == row_id).values(
         sent_at=now, body=_redacted_body(), body_redacted=None, **values,

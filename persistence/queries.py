@@ -6,7 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import Integer, select, text
 
-from engine.ports import SessionRecord
+from engine.core.ports import SessionRecord
 from persistence.models import UTCDateTime, sessions
 from persistence.store import SqlStore, session_from_row
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Dialect
 
-from engine.errors import StoreError
+from engine.core.errors import StoreError
 
 __all__ = ["Driver"]
 

@@ -16,11 +16,11 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy import Connection, Engine, Row
 from sqlalchemy.exc import DBAPIError
 
-from engine.errors import StoreError
-from engine.ports import SessionRecord, TrialRecord
+from engine.core.errors import StoreError
+from engine.core.ports import SessionRecord, TrialRecord
 from persistence.sql import Driver
 
-__all__ = ["SqlStore", "SqlTx", "Writer", "session_from_row"]
+__all__ = ["SqlStore", "SqlTx", "TxRunner", "session_from_row"]
 
 T = TypeVar("T")
 
@@ -35,7 +35,7 @@ def session_from_row(row: Row[Any]) -> SessionRecord:
     )
 
 
-class Writer(Protocol):
+class TxRunner(Protocol):
     """Runs a function inside a committed write transaction and returns its result."""
 
     def __call__(self, fn: Callable[[SqlTx], T], /) -> T: ...
@@ -44,23 +44,23 @@ class Writer(Protocol):
 class SqlStore:
     """Serialised write transactions on one database."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, db: Engine) -> None:
+        self.db = db
         # Threads of one process queue here instead of in SQLite's sleeping busy handler.
         self._write_lock = threading.Lock()
-        self._driver = Driver(engine.dialect)
+        self._driver = Driver(db.dialect)
 
     @contextmanager
     def transaction(self) -> Iterator[SqlTx]:
         with self._write_lock:
             try:
-                with self.engine.begin() as conn:
+                with self.db.begin() as conn:
                     yield SqlTx(conn, self._driver)
             except DBAPIError as exc:
                 raise StoreError(f"database error: {exc.orig}") from exc
 
     def run(self, fn: Callable[[SqlTx], T]) -> T:
-        """Run `fn` in a write transaction of its own (the Writer of a process without
+        """Run `fn` in a write transaction of its own (the TxRunner of a process without
         a group-commit thread)."""
         with self.transaction() as tx:
             return fn(tx)
@@ -68,7 +68,7 @@ class SqlStore:
     @contextmanager
     def reading(self) -> Iterator[Connection]:
         """A read-only connection for ops queries; it takes no write lock."""
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             yield conn
 
 
@@ -77,7 +77,7 @@ _SESSION_COLUMNS = ("id, channel, phone, flow, state, started_at, last_inbound_a
 
 
 class SqlTx:
-    """One transaction; implements engine.ports.StoreTx with driver-level SQL."""
+    """One transaction; implements engine.core.ports.StoreTx with driver-level SQL."""
 
     def __init__(self, conn: Connection, driver: Driver) -> None:
         self.conn, self._driver = conn, driver

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from engine.bootstrap import Services, build
-from engine.clock import FakeClock
-from engine.config import Settings
-from engine.ports import CredentialProvider
+from engine.core.clock import FakeClock
+from engine.core.ports import CredentialProvider
+from engine.settings import Settings
+from engine.wiring import Wiring, wire
 
 REPO = Path(__file__).resolve().parent.parent
 FLOWS = REPO / "flows"
@@ -29,28 +29,28 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def make_services(
+def make_wiring(
     tmp_path: Path, clock: FakeClock
-) -> Iterator[Callable[..., Services]]:
-    """Build wired services on this test's database; env overrides settings."""
-    built: list[Services] = []
+) -> Iterator[Callable[..., Wiring]]:
+    """Wire the app on this test's database; env overrides settings."""
+    built: list[Wiring] = []
 
-    def factory(provider: CredentialProvider | None = None, **env: str) -> Services:
-        services = build(make_settings(tmp_path, **env), clock=clock, provider=provider)
-        built.append(services)
-        return services
+    def factory(provider: CredentialProvider | None = None, **env: str) -> Wiring:
+        wiring = wire(make_settings(tmp_path, **env), clock=clock, provider=provider)
+        built.append(wiring)
+        return wiring
 
     yield factory
-    for services in built:
-        services.close()
+    for wiring in built:
+        wiring.close()
 
 
 @pytest.fixture
-def services(make_services: Callable[..., Services]) -> Services:
-    return make_services()
+def wiring(make_wiring: Callable[..., Wiring]) -> Wiring:
+    return make_wiring()
 
 
-def rows(services: Services, sql: str, **params: Any) -> list[dict[str, Any]]:
+def rows(wiring: Wiring, sql: str, **params: Any) -> list[dict[str, Any]]:
     """What ops would read with sqlite3."""
-    with services.db.connect() as conn:
+    with wiring.db.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(text(sql), params)]

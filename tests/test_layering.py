@@ -1,7 +1,10 @@
 """The dependency rule: flows -> engine core <- adapters (DESIGN.md, "Layout").
 
-The core is every module in engine/ except the adapters listed below, so a new core
-module is covered the day it is added. engine/channels/ is adapters as a whole.
+The rule is checked by folder, not by a list of files: every module under engine/core/
+imports only the standard library, `transitions` and engine.core itself, so a module
+added there tomorrow is covered the day it lands. Adapters and persistence never
+reach into the composition root, and no module of the product imports itself back
+through a cycle, at any depth (function-level imports included).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import ast
 import json
 import subprocess
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,54 +21,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 ENGINE = REPO / "engine"
+CORE = ENGINE / "core"
 FLOWS = REPO / "flows"
+PRODUCT = ("engine", "persistence")
 
-# Files in engine/ that do I/O or wire adapters; everything else there is the core.
-# A new module is core until it is listed here: declaring an adapter is a decision.
-ADAPTERS = frozenset({
-    "bootstrap.py", "cli.py", "__main__.py", "diagram.py", "logs.py", "web.py",
-    "timeouts.py", "outbox.py", "dispatcher.py", "monitoring.py", "scheduler.py",
-    "stats.py", "app.py",
-    "cli_ops.py",  # `tertulia sessions` / `stats`: click and persistence
-    "service.py",  # the running process: scheduler, dispatcher, Twilio sender
-    "lock.py",  # the scheduler lock: an flock on a file beside the database
-    "batching.py",  # the single writer thread: group commit through persistence
-})
-# engine/ sub-packages, all adapters.
-ADAPTER_PACKAGES = frozenset({"channels"})
-
-# Third-party packages that do I/O (databases, HTTP, web, scheduling, terminals).
-IO_PACKAGES = frozenset({
-    "sqlalchemy", "twilio", "starlette", "uvicorn", "fastapi", "requests", "apscheduler",
-    "alembic", "httpx", "prometheus_client", "click",
-})
-# Our own adapter packages.
-OUR_ADAPTER_PACKAGES = frozenset({"persistence"})
-
-# The modules the brief names as core; discovery must find at least these.
-KNOWN_CORE = {
-    "__init__.py", "flow.py", "flowcheck.py", "loader.py", "runtime.py", "unit.py",
-    "intents.py", "ports.py", "errors.py", "config.py", "clock.py", "credentials.py",
-}
-
-
-def core_files() -> list[Path]:
-    return sorted(p for p in ENGINE.glob("*.py") if p.name not in ADAPTERS)
-
-
-def module_name(path: Path) -> str:
-    return "engine" if path.name == "__init__.py" else f"engine.{path.stem}"
-
-
-CORE_MODULES = [module_name(p) for p in core_files()]
-
-
-def adapter_modules() -> set[str]:
-    """engine.* module names that the core must never import."""
-    names = {f"engine.{Path(name).stem}" for name in ADAPTERS if name != "__main__.py"}
-    names |= {f"engine.{package}" for package in ADAPTER_PACKAGES}
-    names.add("engine.__main__")
-    return names
+# What the core may import besides itself: the standard library and the FSM library.
+CORE_ALLOWED_THIRD_PARTY = frozenset({"transitions"})
+# The composition root: settings, flow loading and wiring, directly in engine/.
+COMPOSITION_ROOT = frozenset({"engine.settings", "engine.flowfiles", "engine.wiring"})
 
 
 # -- the import scanner ------------------------------------------------------------------
@@ -77,14 +41,14 @@ class Import:
     line: int
 
     def targets(self) -> list[str]:
-        """Every dotted name this statement may load: `from engine import web` loads
-        engine.web, so it is checked as such."""
+        """Every dotted name this statement may load: `from engine import server` loads
+        engine.server, so it is checked as such."""
         return [self.module, *(f"{self.module}.{name}" for name in self.names)]
 
 
-def imports_of(source: str, module: str) -> list[Import]:
+def imports_of(source: str, module: str, *, is_package: bool = False) -> list[Import]:
     """Every import in `source`, at any depth (function-level, TYPE_CHECKING, try)."""
-    package = module if module == "engine" else module.rpartition(".")[0]
+    package = module if is_package else module.rpartition(".")[0]
     found: list[Import] = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
@@ -103,19 +67,26 @@ def _within(name: str, package: str) -> bool:
     return name == package or name.startswith(package + ".")
 
 
-def core_violations(source: str, module: str) -> list[str]:
-    """What a core module imports that breaks the rule, as `line: name` strings."""
+def core_violations(source: str, module: str, *, is_package: bool = False) -> list[str]:
+    """What a core module imports beyond the stdlib, transitions and engine.core."""
     bad: list[str] = []
-    adapters = adapter_modules()
-    for imp in imports_of(source, module):
+    for imp in imports_of(source, module, is_package=is_package):
         top = imp.module.split(".")[0]
-        if top in IO_PACKAGES or top in OUR_ADAPTER_PACKAGES:
-            bad.append(f"{imp.line}: {imp.module}")
+        if top == "__future__" or top in CORE_ALLOWED_THIRD_PARTY:
             continue
-        hits = [t for t in imp.targets() if any(_within(t, a) for a in adapters)]
-        if hits:
-            bad.append(f"{imp.line}: {hits[0]}")
+        if top in sys.stdlib_module_names:
+            continue
+        if top == "engine" and _core_only(imp):
+            continue
+        bad.append(f"{imp.line}: {imp.module}")
     return bad
+
+
+def _core_only(imp: Import) -> bool:
+    if _within(imp.module, "engine.core"):
+        return True
+    # `from engine import core` is fine; `from engine import server` is not.
+    return imp.module == "engine" and bool(imp.names) and set(imp.names) == {"core"}
 
 
 def flow_violations(source: str) -> list[str]:
@@ -132,107 +103,191 @@ def flow_violations(source: str) -> list[str]:
     return bad
 
 
-# -- the scanner itself catches what it should --------------------------------------------
+# -- the product's modules and their import graph -------------------------------------------
 
 
-def test_scanner_flags_function_level_relative_and_from_package_imports() -> None:
+def module_of(path: Path) -> tuple[str, bool]:
+    """The dotted name of a file under the repo, and whether it is a package."""
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        return ".".join(parts[:-1]), True
+    return ".".join(parts), False
+
+
+def product_files() -> list[Path]:
+    return sorted(p for top in PRODUCT for p in (REPO / top).rglob("*.py"))
+
+
+def core_files() -> list[Path]:
+    return sorted(CORE.rglob("*.py"))
+
+
+def import_graph(files: Iterable[Path]) -> dict[str, set[str]]:
+    """module -> the product modules it imports (a `from pkg import mod` counts as mod)."""
+    modules = {module_of(p)[0]: p for p in files}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        is_package = module_of(path)[1]
+        edges: set[str] = set()
+        for imp in imports_of(path.read_text(encoding="utf-8"), name, is_package=is_package):
+            for target in imp.targets():
+                if target in modules and target != name:
+                    edges.add(target)
+        graph[name] = edges
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a list of modules (first == last), or None."""
+    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return [*stack[stack.index(nxt):], nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+# -- the scanners themselves catch what they should -----------------------------------------
+
+
+def test_core_scanner_flags_io_adapters_and_the_composition_root_at_any_depth() -> None:
     source = (
         "import os\n"
-        "from engine.ports import Inbound\n"
+        "from engine.core.ports import Inbound\n"
         "def f():\n"
         "    import sqlalchemy.orm\n"
         "    from persistence.store import SqlStore\n"
-        "from engine import web\n"
-        "from . import bootstrap\n"
-        "from .channels.console import ConsoleChat\n"
+        "from engine import server\n"
+        "from .. import wiring\n"
+        "from ..channels.console import ConsoleChat\n"
         "from twilio.rest import Client\n"
+        "import requests\n"
     )
-    assert sorted(core_violations(source, "engine.runtime")) == [
-        "4: sqlalchemy.orm", "5: persistence.store", "6: engine.web", "7: engine.bootstrap",
-        "8: engine.channels.console", "9: twilio.rest",
+    assert sorted(core_violations(source, "engine.core.conversations")) == [
+        "10: requests", "4: sqlalchemy.orm", "5: persistence.store", "6: engine",
+        "7: engine", "8: engine.channels.console", "9: twilio.rest",
     ]
 
 
-def test_scanner_accepts_core_to_core_imports() -> None:
-    source = "from engine.flow import Flow\nfrom . import ports\nimport transitions\n"
-    assert core_violations(source, "engine.runtime") == []
+def test_core_scanner_accepts_core_stdlib_and_transitions() -> None:
+    source = ("from engine.core.flow import Flow\nfrom . import ports\nimport transitions\n"
+              "from transitions import Machine\nimport re\nfrom engine import core\n")
+    assert core_violations(source, "engine.core.conversations") == []
 
 
 def test_flow_scanner_rejects_submodules_of_engine_and_third_party() -> None:
     source = (
-        "import re\nfrom engine import Flow\nfrom engine.flow import step\n"
+        "import re\nfrom engine import Flow\nfrom engine.core.flow import step\n"
         "import sqlalchemy\nfrom persistence import store\nimport engine\n"
     )
     assert sorted(flow_violations(source)) == [
-        "3: engine.flow (step)", "4: sqlalchemy", "5: persistence (store)", "6: engine",
+        "3: engine.core.flow (step)", "4: sqlalchemy", "5: persistence (store)", "6: engine",
     ]
 
 
-def test_discovery_treats_every_non_adapter_engine_module_as_core() -> None:
+def test_cycle_finder_finds_a_cycle_and_accepts_a_tree() -> None:
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_the_core_folder_holds_the_core() -> None:
     names = {p.name for p in core_files()}
-    assert names >= KNOWN_CORE, f"core modules missing from discovery: {KNOWN_CORE - names}"
-    assert not names & ADAPTERS
+    expected = {"flow.py", "flowcheck.py", "compile.py", "registry.py", "conversations.py",
+                "unit.py", "intents.py", "ports.py", "errors.py", "clock.py", "text.py"}
+    assert names >= expected, f"missing from engine/core: {expected - names}"
 
 
-# -- (a) importing the core loads no I/O library ------------------------------------------
+# -- (a) no core module imports beyond its folder, at any depth ----------------------------
+
+
+@pytest.mark.parametrize("path", core_files(), ids=lambda p: str(p.relative_to(ENGINE)))
+def test_core_module_imports_only_stdlib_transitions_and_the_core(path: Path) -> None:
+    name, is_package = module_of(path)
+    violations = core_violations(path.read_text(encoding="utf-8"), name, is_package=is_package)
+    assert violations == [], (
+        f"{path.relative_to(REPO)} breaks the rule flows -> engine core <- adapters: "
+        f"{violations}"
+    )
+
+
+# -- (b) importing the core loads nothing but the core --------------------------------------
 
 _PROBE = """
 import importlib, json, sys
+before = set(sys.modules)
 for name in sys.argv[1:]:
     importlib.import_module(name)
-watched = set(json.loads({watched!r}))
-loaded = sorted({{m.split(".")[0] for m in sys.modules}} & watched)
-print(json.dumps(loaded))
+print(json.dumps(sorted(set(sys.modules) - before)))
 """
 
 
-def loaded_after_import(modules: list[str], watched: set[str]) -> list[str]:
-    """Import `modules` in a fresh interpreter; which `watched` packages got loaded."""
-    probe = _PROBE.format(watched=json.dumps(sorted(watched)))
+def loaded_after_import(modules: list[str]) -> list[str]:
+    """Import `modules` in a fresh interpreter; every module that got loaded."""
     result = subprocess.run(
-        [sys.executable, "-c", probe, *modules], cwd=REPO, capture_output=True, text=True,
+        [sys.executable, "-c", _PROBE, *modules], cwd=REPO, capture_output=True, text=True,
         check=False, timeout=120,
     )
     assert result.returncode == 0, result.stderr
     return list(json.loads(result.stdout))
 
 
-def test_importing_every_core_module_loads_no_io_library_nor_adapter() -> None:
-    watched = IO_PACKAGES | OUR_ADAPTER_PACKAGES
-    assert loaded_after_import(CORE_MODULES, watched) == []
+def test_importing_the_core_loads_no_third_party_library_but_transitions() -> None:
+    loaded = loaded_after_import([module_of(p)[0] for p in core_files()])
+    tops = {name.split(".")[0] for name in loaded}
+    foreign = sorted(t for t in tops - {"engine", "transitions", "six"}
+                     if t not in sys.stdlib_module_names and not t.startswith("_"))
+    assert foreign == []
+    ours = sorted(n for n in loaded if n.startswith("engine") and not _within(n, "engine.core")
+                  and n != "engine")
+    assert ours == []
 
 
 def test_import_probe_sees_an_io_library_when_one_is_imported() -> None:
     # Guards the probe above: an adapter does load sqlalchemy.
-    assert "sqlalchemy" in loaded_after_import(["persistence.store"], {"sqlalchemy"})
+    assert "sqlalchemy" in loaded_after_import(["persistence.store"])
 
 
-def test_importing_the_core_loads_no_engine_adapter_module() -> None:
-    probe = (
-        "import importlib, sys\n"
-        "for name in sys.argv[1:]: importlib.import_module(name)\n"
-        "print('\\n'.join(sorted(m for m in sys.modules if m.startswith('engine'))))\n"
-    )
-    result = subprocess.run([sys.executable, "-c", probe, *CORE_MODULES], cwd=REPO,
-                            capture_output=True, text=True, check=False, timeout=120)
-    assert result.returncode == 0, result.stderr
-    loaded = set(result.stdout.split())
-    adapters = adapter_modules()
-    assert sorted(m for m in loaded if any(_within(m, a) for a in adapters)) == []
+# -- (c) adapters never reach into the composition root; no cycles ---------------------------
 
 
-# -- (b) no core module imports an adapter, at any depth -----------------------------------
+def test_persistence_and_adapters_do_not_import_the_composition_root_or_the_cli() -> None:
+    graph = import_graph(product_files())
+    offenders = []
+    for module, edges in graph.items():
+        if module in COMPOSITION_ROOT or _within(module, "engine.cli") or module in (
+                "engine", "engine.__main__"):
+            continue
+        for target in edges:
+            if _within(target, "engine.cli") or (
+                    target in COMPOSITION_ROOT and not _within(module, "engine.server")):
+                offenders.append(f"{module} -> {target}")
+    # The server's process object is built from the wiring; nothing else may be.
+    assert offenders == []
 
 
-@pytest.mark.parametrize("path", core_files(), ids=lambda p: p.name)
-def test_core_module_imports_no_io_library_nor_adapter(path: Path) -> None:
-    violations = core_violations(path.read_text(encoding="utf-8"), module_name(path))
-    assert violations == [], (
-        f"engine/{path.name} breaks the rule flows -> engine core <- adapters: {violations}"
-    )
+def test_no_import_cycle_anywhere_in_the_product() -> None:
+    cycle = find_cycle(import_graph(product_files()))
+    assert cycle is None, f"import cycle: {' -> '.join(cycle or [])}"
 
 
-# -- (c) flows use only `from engine import ...` and the standard library -------------------
+# -- (d) flows use only `from engine import ...` and the standard library -------------------
 
 
 FLOW_FILES = sorted(FLOWS.glob("*.py"))

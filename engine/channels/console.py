@@ -13,8 +13,8 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import TextIO
 
-from engine.ports import Inbound
-from engine.runtime import Engine
+from engine.core.conversations import Conversations
+from engine.core.ports import Inbound
 from persistence.outbox import deliver_console
 from persistence.queries import latest_session
 from persistence.store import SqlStore
@@ -29,17 +29,20 @@ class ConsoleChat:
     """One terminal conversation for one phone."""
 
     def __init__(
-        self, engine: Engine, store: SqlStore, phone: str, *, out: TextIO = sys.stdout,
-        profile_name: str | None = None,
+        self, conversations: Conversations, store: SqlStore, phone: str, *,
+        out: TextIO = sys.stdout, profile_name: str | None = None,
     ) -> None:
-        self.engine, self.store, self.phone, self.out = engine, store, phone, out
+        self.conversations = conversations
+        self.store = store
+        self.phone = phone
+        self.out = out
         self.profile_name = profile_name
         self._print_lock = threading.Lock()
         self._last_state: str | None = None
         self._last_session: int | None = None
 
     def run(self, lines: Iterable[str], prompt: Callable[[], None] = lambda: None) -> None:
-        self._say(f"tertulia chat · flujo {self.engine.flows.default_name} · {self.phone}")
+        self._say(f"tertulia chat · flujo {self.conversations.flows.default_name} · {self.phone}")
         self._say(HELP)
         self._remember_state()
         prompt()
@@ -60,7 +63,7 @@ class ConsoleChat:
         elif line.startswith("/"):
             self._say(f"Comando desconocido: {line}. {HELP}")
         else:
-            self.engine.handle(Inbound(channel=CHANNEL, phone=self.phone, text=line,
+            self.conversations.handle(Inbound(channel=CHANNEL, phone=self.phone, text=line,
                                        profile_name=self.profile_name))
             self.flush()
 
@@ -88,7 +91,7 @@ class ConsoleChat:
     def flush(self) -> None:
         """Print pending bot messages, then any state change."""
         with self._print_lock:
-            for message in deliver_console(self.store, self.phone, self.engine.clock.now()):
+            for message in deliver_console(self.store, self.phone, self.conversations.clock.now()):
                 self._say(f"🤖 {message.body}")
             self._report_state()
 
@@ -114,14 +117,14 @@ class ConsoleChat:
         if session is None or not session.is_open:
             self._say("   [sin sesión abierta: tu próximo mensaje empieza una nueva]")
             return
-        left = (session.expires_at - self.engine.clock.now()).total_seconds()
+        left = (session.expires_at - self.conversations.clock.now()).total_seconds()
         self._say(f"   [sesión #{session.id} · flujo {session.flow} · estado {session.state}"
                   f" · vence en {max(0, int(left))} s]")
 
     def _reset(self) -> None:
         session = latest_session(self.store, CHANNEL, self.phone)
         if session is not None and session.is_open:
-            self.engine.close(session.id, notify=False)
+            self.conversations.close(session.id, notify=False)
         self._say("   [sesión reiniciada: tu próximo mensaje empieza de cero]")
         self._remember_state()
 

@@ -24,9 +24,9 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
-from engine.errors import WebhookError
-from engine.ports import Inbound
-from engine.text import digits, is_e164
+from engine.core.errors import WebhookError
+from engine.core.ports import Inbound
+from engine.core.text import digits, is_e164
 
 __all__ = [
     "Form",

@@ -309,7 +309,7 @@ def _add_orphan_job(db_path: Path, session_id: int) -> None:
     scheduler = BackgroundScheduler(jobstores={"default": store}, timezone="UTC")
     scheduler.start(paused=True)
     try:
-        scheduler.add_job("engine.timeouts:fire", "date", args=[session_id],
+        scheduler.add_job("engine.scheduling.timeouts:fire", "date", args=[session_id],
                           id=f"timeout:{session_id}", replace_existing=True,
                           run_date=datetime.now(UTC) + timedelta(hours=1))
     finally:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from engine.bootstrap import Services
-from engine.flow import BASE_TEXTS
-from engine.ports import Inbound
+from engine.core.flow import BASE_TEXTS
+from engine.core.ports import Inbound
+from engine.wiring import Wiring
 from tests.conftest import FLOWS, rows
 
 ASK_NAME = "¡Genial! Para armar tu cuenta, ¿cómo te llamás?"
@@ -29,17 +29,17 @@ def _inbound(phone: str, text: str, sid: str) -> Inbound:
     return Inbound(channel="whatsapp", phone=phone, text=text, message_id=sid)
 
 
-def _state(services: Services, phone: str) -> tuple[str, str | None]:
-    row = rows(services, "SELECT state, close_reason FROM sessions WHERE phone = :p "
+def _state(wiring: Wiring, phone: str) -> tuple[str, str | None]:
+    row = rows(wiring, "SELECT state, close_reason FROM sessions WHERE phone = :p "
                "ORDER BY id DESC LIMIT 1", p=phone)[0]
     return row["state"], row["close_reason"]
 
 
 def test_a_failing_step_and_a_duplicate_do_not_undo_the_rest_of_the_batch(
-    tmp_path: Path, make_services: Callable[..., Services]
+    tmp_path: Path, make_wiring: Callable[..., Wiring]
 ) -> None:
-    services = make_services(FLOWS_DIR=str(_flows_that_break_on(tmp_path, "explota")))
-    engine = services.engine
+    wiring = make_wiring(FLOWS_DIR=str(_flows_that_break_on(tmp_path, "explota")))
+    engine = wiring.conversations
     a, b, c = "+5491100000001", "+5491100000002", "+5491100000003"
     for n, phone in enumerate((a, b, c)):
         engine.handle(_inbound(phone, "hola", f"SMhola{n}"))
@@ -56,21 +56,21 @@ def test_a_failing_step_and_a_duplicate_do_not_undo_the_rest_of_the_batch(
     assert bodies[0] == [ASK_NAME] and bodies[2] == [ASK_NAME]
     assert bodies[1] == [BASE_TEXTS["apology"]]
     assert bodies[3] == [] and bodies[4] == []
-    assert _state(services, a) == ("trial_request", None)
-    assert _state(services, b) == ("closed", "error")
-    assert _state(services, c) == ("trial_request", None)
+    assert _state(wiring, a) == ("trial_request", None)
+    assert _state(wiring, b) == ("closed", "error")
+    assert _state(wiring, c) == ("trial_request", None)
     inbound_sids = [r["twilio_sid"] for r in rows(
-        services, "SELECT twilio_sid FROM messages WHERE direction = 'in' ORDER BY id")]
+        wiring, "SELECT twilio_sid FROM messages WHERE direction = 'in' ORDER BY id")]
     assert inbound_sids == ["SMhola0", "SMhola1", "SMhola2", "SMa1", "SMb1", "SMc1"]
 
 
 def test_a_batch_without_failures_commits_every_message(
-    make_services: Callable[..., Services]
+    make_wiring: Callable[..., Wiring]
 ) -> None:
-    services = make_services()
+    wiring = make_wiring()
     phones = [f"+54911000001{n:02d}" for n in range(20)]
-    services.engine.handle_many([_inbound(p, "hola", f"SM{p[1:]}") for p in phones])
-    replies = services.engine.handle_many([_inbound(p, "sí", f"SMsi{p[1:]}") for p in phones])
+    wiring.conversations.handle_many([_inbound(p, "hola", f"SM{p[1:]}") for p in phones])
+    replies = wiring.conversations.handle_many([_inbound(p, "sí", f"SMsi{p[1:]}") for p in phones])
     assert [[o.body for o in r] for r in replies] == [[ASK_NAME]] * 20
-    assert {_state(services, p) for p in phones} == {("trial_request", None)}
-    assert len(rows(services, "SELECT id FROM messages WHERE direction = 'out'")) == 40
+    assert {_state(wiring, p) for p in phones} == {("trial_request", None)}
+    assert len(rows(wiring, "SELECT id FROM messages WHERE direction = 'out'")) == 40

@@ -11,8 +11,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from engine.bootstrap import Services
-from engine.ports import Inbound
+from engine.core.ports import Inbound
+from engine.wiring import Wiring
 from tests.conftest import FLOWS, rows
 
 PHONE = "+5491155554444"
@@ -86,17 +86,17 @@ class Vote(Flow):
 class Chat:
     """One WhatsApp user talking to the engine; keeps what the user received."""
 
-    def __init__(self, services: Services, phone: str = PHONE) -> None:
-        self.services, self.phone, self.sent = services, phone, 0
+    def __init__(self, wiring: Wiring, phone: str = PHONE) -> None:
+        self.wiring, self.phone, self.sent = wiring, phone, 0
 
     def send(self, text: str) -> list[str]:
         self.sent += 1
         inbound = Inbound(channel="whatsapp", phone=self.phone, text=text,
                           message_id=f"SM{self.phone[1:]}{self.sent:06d}")
-        return [o.body for o in self.services.engine.handle(inbound)]
+        return [o.body for o in self.wiring.conversations.handle(inbound)]
 
     def sessions(self) -> list[dict[str, object]]:
-        return rows(self.services, "SELECT * FROM sessions WHERE phone = :p ORDER BY id",
+        return rows(self.wiring, "SELECT * FROM sessions WHERE phone = :p ORDER BY id",
                     p=self.phone)
 
 
@@ -105,17 +105,17 @@ def _flows_dir(tmp_path: Path, name: str, source: str) -> Path:
     return tmp_path
 
 
-def _echo(make_services: Callable[..., Services], tmp_path: Path, keywords: str) -> Services:
+def _echo(make_wiring: Callable[..., Wiring], tmp_path: Path, keywords: str) -> Wiring:
     source = ECHO.replace("#KEYWORDS#", keywords)
-    return make_services(FLOWS_DIR=str(_flows_dir(tmp_path, "echo", source)),
+    return make_wiring(FLOWS_DIR=str(_flows_dir(tmp_path, "echo", source)),
                          DEFAULT_FLOW="echo")
 
 
 def test_reply_containing_a_closing_keyword_closes_with_reason_keyword(
-    make_services: Callable[..., Services], tmp_path: Path
+    make_wiring: Callable[..., Wiring], tmp_path: Path
 ) -> None:
-    services = _echo(make_services, tmp_path, 'closing_keywords = ("hasta la próxima",)')
-    chat = Chat(services)
+    wiring = _echo(make_wiring, tmp_path, 'closing_keywords = ("hasta la próxima",)')
+    chat = Chat(wiring)
     assert chat.send("hola") == ["¡Hola! Escribí algo y te lo repito."]
 
     # The keyword is matched regardless of case: the reply says "Hasta la Próxima".
@@ -124,7 +124,7 @@ def test_reply_containing_a_closing_keyword_closes_with_reason_keyword(
     (session,) = chat.sessions()
     assert (session["state"], session["close_reason"]) == ("closed", "keyword")
     assert session["closed_at"] is not None
-    events = rows(services, "SELECT from_state, to_state, trigger, detail FROM session_events "
+    events = rows(wiring, "SELECT from_state, to_state, trigger, detail FROM session_events "
                   "WHERE session_id = :s ORDER BY id", s=session["id"])
     assert events[-1] == {"from_state": "talking", "to_state": "closed",
                           "trigger": "keyword_close", "detail": "closing keyword in reply"}
@@ -135,10 +135,10 @@ def test_reply_containing_a_closing_keyword_closes_with_reason_keyword(
 
 
 def test_reply_without_the_keyword_leaves_the_session_open(
-    make_services: Callable[..., Services], tmp_path: Path
+    make_wiring: Callable[..., Wiring], tmp_path: Path
 ) -> None:
-    services = _echo(make_services, tmp_path, 'closing_keywords = ("hasta la próxima",)')
-    chat = Chat(services)
+    wiring = _echo(make_wiring, tmp_path, 'closing_keywords = ("hasta la próxima",)')
+    chat = Chat(wiring)
     chat.send("hola")
 
     assert chat.send("me gusta el mate") == ["Dijiste: me gusta el mate"]
@@ -147,46 +147,46 @@ def test_reply_without_the_keyword_leaves_the_session_open(
     (session,) = chat.sessions()
     assert (session["state"], session["closed_at"], session["close_reason"]) == (
         "talking", None, None)
-    triggers = [e["trigger"] for e in rows(services, "SELECT trigger FROM session_events")]
+    triggers = [e["trigger"] for e in rows(wiring, "SELECT trigger FROM session_events")]
     assert "keyword_close" not in triggers
 
 
 def test_without_closing_keywords_the_same_reply_does_not_close(
-    make_services: Callable[..., Services], tmp_path: Path
+    make_wiring: Callable[..., Wiring], tmp_path: Path
 ) -> None:
-    services = _echo(make_services, tmp_path, "")
-    chat = Chat(services)
+    wiring = _echo(make_wiring, tmp_path, "")
+    chat = Chat(wiring)
     chat.send("hola")
 
     assert chat.send("terminamos") == ["Bueno, terminamos acá. ¡Hasta la Próxima!"]
 
     (session,) = chat.sessions()
     assert (session["state"], session["closed_at"]) == ("talking", None)
-    assert services.flows.get("echo").closing_keywords == ()
+    assert wiring.flows.get("echo").closing_keywords == ()
 
 
 def test_trial_flow_has_no_closing_keywords_and_a_normal_conversation_stays_open(
-    services: Services,
+    wiring: Wiring,
 ) -> None:
-    trial = services.flows.get("trial")
+    trial = wiring.flows.get("trial")
     assert trial.cls.closing_keywords == () and trial.closing_keywords == ()
-    chat = Chat(services)
+    chat = Chat(wiring)
     for text in ("hola", "sí, dale", "Ana Díaz"):
         assert chat.send(text)
 
     (session,) = chat.sessions()
     assert (session["state"], session["closed_at"]) == ("trial_request", None)
-    triggers = [e["trigger"] for e in rows(services, "SELECT trigger FROM session_events")]
+    triggers = [e["trigger"] for e in rows(wiring, "SELECT trigger FROM session_events")]
     assert triggers == ["start", "accept", "take_name"]
 
 
 def test_flow_vocabulary_makes_de_diez_a_yes(
-    make_services: Callable[..., Services], tmp_path: Path
+    make_wiring: Callable[..., Wiring], tmp_path: Path
 ) -> None:
     source = VOTE.replace("#VOCABULARY#", 'vocabulary = {"afirmacion": ["de diez"]}')
-    services = make_services(FLOWS_DIR=str(_flows_dir(tmp_path, "vote", source)),
+    wiring = make_wiring(FLOWS_DIR=str(_flows_dir(tmp_path, "vote", source)),
                              DEFAULT_FLOW="vote")
-    chat = Chat(services)
+    chat = Chat(wiring)
     chat.send("hola")
 
     assert chat.send("¡De diez!") == ["¡Buenísimo, gracias!"]
@@ -196,13 +196,13 @@ def test_flow_vocabulary_makes_de_diez_a_yes(
 
 
 def test_without_the_vocabulary_de_diez_is_not_understood(
-    make_services: Callable[..., Services], tmp_path: Path
+    make_wiring: Callable[..., Wiring], tmp_path: Path
 ) -> None:
-    services = make_services(
+    wiring = make_wiring(
         FLOWS_DIR=str(_flows_dir(tmp_path, "vote", VOTE.replace("#VOCABULARY#", ""))),
         DEFAULT_FLOW="vote",
     )
-    chat = Chat(services)
+    chat = Chat(wiring)
     chat.send("hola")
 
     assert chat.send("de diez") == ["¿Sí o no?"]
@@ -211,13 +211,13 @@ def test_without_the_vocabulary_de_diez_is_not_understood(
 
 
 def test_one_flows_vocabulary_does_not_leak_into_another_flow(
-    make_services: Callable[..., Services], tmp_path: Path
+    make_wiring: Callable[..., Wiring], tmp_path: Path
 ) -> None:
     source = VOTE.replace("#VOCABULARY#", 'vocabulary = {"afirmacion": ["de diez"]}')
     flows_dir = _flows_dir(tmp_path, "vote", source)
     shutil.copy(FLOWS / "trial.py", flows_dir / "trial.py")
-    make_services(FLOWS_DIR=str(flows_dir), DEFAULT_FLOW="vote")  # vote's vocabulary loaded
-    trial = make_services(FLOWS_DIR=str(flows_dir), DEFAULT_FLOW="trial")
+    make_wiring(FLOWS_DIR=str(flows_dir), DEFAULT_FLOW="vote")  # vote's vocabulary loaded
+    trial = make_wiring(FLOWS_DIR=str(flows_dir), DEFAULT_FLOW="trial")
     chat = Chat(trial, phone="+5491166667777")
     chat.send("hola")
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import Secret, Settings, load_settings
-from engine.errors import ConfigError
+from engine.core.errors import ConfigError
+from engine.settings import Secret, Settings, load_settings
 
 TOKEN = "f00dfacecafebeef0123456789abcdef"
 SID = "AC" + "0123456789abcdef" * 2

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import FlowDefinitionError, FlowNotFound
-from engine.loader import check_files, flow_files, load_flows
+from engine.core.errors import FlowDefinitionError, FlowNotFound
+from engine.flowfiles import check_files, flow_files, load_flows
 from tests.conftest import FLOWS
 
 BROKEN = Path(__file__).resolve().parent / "broken_flows"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.intents import INTENTS, Intents, detect, normalize
+from engine.core.intents import INTENTS, Intents, detect, normalize
 
 CASES: list[tuple[str, str | None]] = [
     # saludo

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from engine.dispatcher import Pacer
+from engine.outbox.dispatcher import Pacer
 
 
 class FakeTime:

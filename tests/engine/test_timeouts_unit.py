@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
-from engine.bootstrap import Services
-from engine.clock import FakeClock
-from engine.ports import Inbound
-from engine.service import Service
-from engine.timeouts import FIRE, Timeouts, job_id, sweep
+from engine.core.clock import FakeClock
+from engine.core.ports import Inbound
+from engine.scheduling.timeouts import FIRE, Timeouts, job_id, sweep
+from engine.server.worker import Worker
+from engine.wiring import Wiring
 from persistence.db import make_engine
 from persistence.models import sessions
 from tests.conftest import make_settings, rows
@@ -37,37 +37,37 @@ TIMEOUT = timedelta(minutes=3)
 class Rig:
     """An engine, its paused scheduler, and helpers to talk and to read what ops read."""
 
-    def __init__(self, services: Services, timeouts: Timeouts, clock: FakeClock) -> None:
-        self.services, self.timeouts, self.clock = services, timeouts, clock
+    def __init__(self, wiring: Wiring, timeouts: Timeouts, clock: FakeClock) -> None:
+        self.wiring, self.timeouts, self.clock = wiring, timeouts, clock
         self._count = 0
 
     def send(self, phone: str = PHONE, body: str = IDLE) -> list[str]:
         self._count += 1
         inbound = Inbound(channel="whatsapp", phone=phone, text=body,
                           message_id=f"SMunit{self._count:06d}")
-        return [o.body for o in self.services.engine.handle(inbound)]
+        return [o.body for o in self.wiring.conversations.handle(inbound)]
 
     def session(self, phone: str = PHONE) -> dict[str, Any]:
-        return rows(self.services, "SELECT * FROM sessions WHERE phone = :p ORDER BY id DESC "
+        return rows(self.wiring, "SELECT * FROM sessions WHERE phone = :p ORDER BY id DESC "
                     "LIMIT 1", p=phone)[0]
 
     def expires_at(self, session_id: int) -> datetime:
-        with self.services.store.reading() as conn:  # through the UTC column type
+        with self.wiring.store.reading() as conn:  # through the UTC column type
             return conn.execute(select(sessions.c.expires_at)
                                 .where(sessions.c.id == session_id)).scalar_one()
 
     def jobs(self) -> dict[str, float]:
         return {r["id"]: r["next_run_time"] for r in
-                rows(self.services, "SELECT id, next_run_time FROM apscheduler_jobs")}
+                rows(self.wiring, "SELECT id, next_run_time FROM apscheduler_jobs")}
 
     def outbound(self, session_id: int) -> list[str]:
         return [r["body"] for r in rows(
-            self.services, "SELECT body FROM messages WHERE session_id = :i AND direction = "
+            self.wiring, "SELECT body FROM messages WHERE session_id = :i AND direction = "
             "'out' ORDER BY id", i=session_id)]
 
     def events(self, session_id: int) -> list[tuple[str, str]]:
         return [(r["trigger"], r["to_state"]) for r in rows(
-            self.services, "SELECT trigger, to_state FROM session_events WHERE session_id = :i "
+            self.wiring, "SELECT trigger, to_state FROM session_events WHERE session_id = :i "
             "ORDER BY id", i=session_id)]
 
 
@@ -81,20 +81,20 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def make_rig(
-    tmp_path: Path, clock: FakeClock, make_services: Callable[..., Services]
+    tmp_path: Path, clock: FakeClock, make_wiring: Callable[..., Wiring]
 ) -> Iterator[Callable[..., Rig]]:
     started: list[tuple[Timeouts, Any]] = []
 
     def factory(*, warning: timedelta | None = None, rearm_on_message: bool = False) -> Rig:
         env = {"SESSION_WARNING_SECONDS": f"{warning.total_seconds():g}"} if warning else {}
-        services = make_services(**env)
-        jobs_db = make_engine(services.settings.database_url, immediate=False)
-        timeouts = Timeouts(services.engine, jobs_db, warning=warning,
+        wiring = make_wiring(**env)
+        jobs_db = make_engine(wiring.settings.database_url, immediate=False)
+        timeouts = Timeouts(wiring.conversations, jobs_db, warning=warning,
                             rearm_on_message=rearm_on_message)
-        services.engine.subscribe(timeouts.on_commit)
+        wiring.conversations.subscribe(timeouts.on_commit)
         timeouts.start(run_jobs=False)
         started.append((timeouts, jobs_db))
-        return Rig(services, timeouts, clock)
+        return Rig(wiring, timeouts, clock)
 
     yield factory
     for timeouts, jobs_db in started:
@@ -111,13 +111,13 @@ def test_arm_stores_a_date_job_named_after_the_session_with_a_stable_function_pa
     expires = rig.expires_at(session["id"])
     assert expires == rig.clock.now() + TIMEOUT
 
-    stored = rows(rig.services, "SELECT id, next_run_time FROM apscheduler_jobs")
+    stored = rows(rig.wiring, "SELECT id, next_run_time FROM apscheduler_jobs")
     assert [r["id"] for r in stored] == [f"timeout:{session['id']}"]
     assert stored[0]["next_run_time"] == pytest.approx(expires.timestamp(), abs=1e-3)
 
     job = rig.timeouts.scheduler.get_job(job_id(session["id"]))
     assert job is not None
-    assert job.func_ref == FIRE == "engine.timeouts:fire"
+    assert job.func_ref == FIRE == "engine.scheduling.timeouts:fire"
     assert list(job.args) == [session["id"]] and not job.kwargs
     assert job.trigger.run_date == expires
     assert job.misfire_grace_time is None and job.coalesce is True
@@ -170,7 +170,7 @@ def test_a_stale_expire_after_a_renewal_never_closes(make_rig: Callable[..., Rig
     version = rig.session()["version"]
 
     rig.clock.advance(timedelta(milliseconds=1))  # the old expiry: a stale wake-up
-    assert rig.services.engine.expire(sid) == renewed
+    assert rig.wiring.conversations.expire(sid) == renewed
 
     session = rig.session()
     assert session["closed_at"] is None and session["version"] == version
@@ -179,8 +179,8 @@ def test_a_stale_expire_after_a_renewal_never_closes(make_rig: Callable[..., Rig
 
     # Once the renewed expiry is due, expire closes exactly once; a second call is a no-op.
     rig.clock.advance(renewed - rig.clock.now())
-    assert rig.services.engine.expire(sid) is None
-    assert rig.services.engine.expire(sid) is None
+    assert rig.wiring.conversations.expire(sid) is None
+    assert rig.wiring.conversations.expire(sid) is None
     assert rig.events(sid).count(("expire", "timeout")) == 1
     assert sum(NOTICE in b for b in rig.outbound(sid)) == 1
 
@@ -191,13 +191,13 @@ def test_the_closing_update_is_guarded_by_the_version_read(
     rig = make_rig()
     rig.send(body="hola")
     sid = rig.session()["id"]
-    with rig.services.store.transaction() as tx:
+    with rig.wiring.store.transaction() as tx:
         stale = tx.get_session(sid)
     assert stale is not None
     rig.clock.advance(timedelta(seconds=10))
     rig.send()  # a message renews it: version moves on
     stale.state, stale.closed_at, stale.close_reason = "timeout", rig.clock.now(), "timeout"
-    with rig.services.store.transaction() as tx:
+    with rig.wiring.store.transaction() as tx:
         assert tx.save_session(stale, read_version=stale.version) is False
     session = rig.session()
     assert session["closed_at"] is None and session["state"] == "greeting"
@@ -214,12 +214,12 @@ def test_sweep_expires_a_due_session_without_job_rearms_one_not_due_and_drops_or
     later = rig.session(OTHER)["id"]
     rig.send(THIRD, "hola")
     closed = rig.session(THIRD)["id"]
-    rig.services.engine.close(closed, notify=False)
+    rig.wiring.conversations.close(closed, notify=False)
     assert set(rig.jobs()) == {job_id(due), job_id(later)}
 
     # Drift, as a kill -9 leaves it: two open sessions lose their jobs, and two jobs
     # point at a closed session and at one that never existed.
-    with rig.services.db.begin() as conn:
+    with rig.wiring.db.begin() as conn:
         conn.execute(text("DELETE FROM apscheduler_jobs"))
     rig.timeouts.arm(closed, rig.clock.now() + TIMEOUT)
     rig.timeouts.arm(9999, rig.clock.now() + TIMEOUT)
@@ -227,7 +227,7 @@ def test_sweep_expires_a_due_session_without_job_rearms_one_not_due_and_drops_or
 
     rig.clock.advance(timedelta(minutes=1, seconds=30))  # `due` is past expiry; `later` not
     with caplog.at_level(logging.INFO, logger="tertulia.timeouts"):
-        assert sweep(rig.timeouts, rig.services.store) == (1, 1, 2)
+        assert sweep(rig.timeouts, rig.wiring.store) == (1, 1, 2)
 
     assert (rig.session(PHONE)["state"], rig.session(PHONE)["close_reason"]) == (
         "timeout", "timeout")
@@ -242,7 +242,7 @@ def test_sweep_expires_a_due_session_without_job_rearms_one_not_due_and_drops_or
 
     # Nothing left to repair: a second sweep changes nothing and logs nothing.
     caplog.clear()
-    assert sweep(rig.timeouts, rig.services.store) == (0, 0, 0)
+    assert sweep(rig.timeouts, rig.wiring.store) == (0, 0, 0)
     assert not [r for r in caplog.records if r.getMessage().startswith("sweep:")]
 
 
@@ -250,10 +250,10 @@ def test_sweep_expires_a_due_session_without_job_rearms_one_not_due_and_drops_or
 def test_timeout_rearm_setting_decides_whether_each_message_moves_the_job(
     tmp_path: Path, clock: FakeClock, mode: str,
 ) -> None:
-    service = Service(make_settings(tmp_path, TIMEOUT_REARM=mode), clock=clock)
+    service = Worker(make_settings(tmp_path, TIMEOUT_REARM=mode), clock=clock)
     service.timeouts.start(run_jobs=False)
     try:
-        rig = Rig(service.services, service.timeouts, clock)
+        rig = Rig(service.wiring, service.timeouts, clock)
         rig.send(body="hola")
         sid = rig.session()["id"]
         first = rig.expires_at(sid)

@@ -109,7 +109,7 @@ _ERROR_MESSAGES: Final[dict[int, str]] = {
     20404: "The requested resource {path} was not found",
     20429: "Too Many Requests",
     20500: "Internal Server Error",
-    20503: "Service Unavailable",
+    20503: "Worker Unavailable",
     21211: "Invalid 'To' Phone Number: {to}",
     21408: "Permission to send an SMS has not been enabled for the region "
     "indicated by the 'To' number: {to}",

@@ -10,8 +10,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from engine.bootstrap import Services
-from engine.ports import Inbound, Outbound
+from engine.core.ports import Inbound, Outbound
+from engine.wiring import Wiring
 from tests.conftest import rows
 
 PHONE = "+5491123456789"
@@ -40,21 +40,21 @@ def run_together(count: int, work: Callable[[int], list[Outbound]]) -> list[Any]
     return results
 
 
-def send(services: Services, phone: str, message_id: str) -> list[Outbound]:
-    return services.engine.handle(
+def send(wiring: Wiring, phone: str, message_id: str) -> list[Outbound]:
+    return wiring.conversations.handle(
         Inbound(channel="whatsapp", phone=phone, text=IDLE_TEXT, message_id=message_id)
     )
 
 
 def test_twenty_concurrent_messages_to_one_phone_share_one_session_and_lose_nothing(
-    services: Services,
+    wiring: Wiring,
 ) -> None:
     n = 20
-    results = run_together(n, lambda i: send(services, PHONE, f"SMsame{i:04d}"))
+    results = run_together(n, lambda i: send(wiring, PHONE, f"SMsame{i:04d}"))
 
     errors = [r for r in results if isinstance(r, BaseException)]
     assert errors == []
-    sessions = rows(services, "SELECT * FROM sessions WHERE phone = :p", p=PHONE)
+    sessions = rows(wiring, "SELECT * FROM sessions WHERE phone = :p", p=PHONE)
     assert len(sessions) == 1
     session = sessions[0]
     assert session["closed_at"] is None and session["state"] == "greeting"
@@ -68,7 +68,7 @@ def test_twenty_concurrent_messages_to_one_phone_share_one_session_and_lose_noth
     # So version = 2 + (n - 1) = 1 + n: exactly one bump per message, none lost.
     assert session["version"] == 1 + n
 
-    inbound = rows(services, "SELECT session_id, twilio_sid, body FROM messages "
+    inbound = rows(wiring, "SELECT session_id, twilio_sid, body FROM messages "
                    "WHERE direction = 'in'")
     assert len(inbound) == n
     assert {m["twilio_sid"] for m in inbound} == {f"SMsame{i:04d}" for i in range(n)}
@@ -76,7 +76,7 @@ def test_twenty_concurrent_messages_to_one_phone_share_one_session_and_lose_noth
 
     # One reply per message, all queued for the same session: the greeting for the
     # first, then re-prompts, with the options every third miss in a row.
-    outbound = rows(services, "SELECT id, session_id, body, status FROM messages "
+    outbound = rows(wiring, "SELECT id, session_id, body, status FROM messages "
                     "WHERE direction = 'out' ORDER BY id")
     assert len(outbound) == n
     assert {m["session_id"] for m in outbound} == {session["id"]}
@@ -92,49 +92,49 @@ def test_twenty_concurrent_messages_to_one_phone_share_one_session_and_lose_noth
     returned = sorted(o.id for r in results for o in r)
     assert returned == [m["id"] for m in outbound]
 
-    events = rows(services, "SELECT session_id, from_state, to_state, trigger "
+    events = rows(wiring, "SELECT session_id, from_state, to_state, trigger "
                   "FROM session_events")
     assert events == [{"session_id": session["id"], "from_state": None,
                        "to_state": "greeting", "trigger": "start"}]
 
 
-def test_a_message_id_repeated_concurrently_is_processed_once(services: Services) -> None:
-    results = run_together(10, lambda i: send(services, PHONE, "SMrepeated"))
+def test_a_message_id_repeated_concurrently_is_processed_once(wiring: Wiring) -> None:
+    results = run_together(10, lambda i: send(wiring, PHONE, "SMrepeated"))
 
     assert [r for r in results if isinstance(r, BaseException)] == []
     assert sum(1 for r in results if r) == 1  # one thread answered, the rest got []
-    assert len(rows(services, "SELECT id FROM messages WHERE direction = 'in'")) == 1
-    assert len(rows(services, "SELECT id FROM messages WHERE direction = 'out'")) == 1
-    [session] = rows(services, "SELECT version FROM sessions")
+    assert len(rows(wiring, "SELECT id FROM messages WHERE direction = 'in'")) == 1
+    assert len(rows(wiring, "SELECT id FROM messages WHERE direction = 'out'")) == 1
+    [session] = rows(wiring, "SELECT version FROM sessions")
     assert session["version"] == 2
 
 
 def test_fifty_concurrent_phones_each_get_a_session_without_database_locked(
-    services: Services,
+    wiring: Wiring,
 ) -> None:
     n = 50
     phones = [f"+54911{i:08d}" for i in range(n)]
-    results = run_together(n, lambda i: send(services, phones[i], f"SMmany{i:04d}"))
+    results = run_together(n, lambda i: send(wiring, phones[i], f"SMmany{i:04d}"))
 
     errors = [repr(r) for r in results if isinstance(r, BaseException)]
     assert errors == []
-    sessions = rows(services, "SELECT phone, state, version FROM sessions "
+    sessions = rows(wiring, "SELECT phone, state, version FROM sessions "
                     "WHERE closed_at IS NULL")
     assert sorted(s["phone"] for s in sessions) == phones
     assert {(s["state"], s["version"]) for s in sessions} == {("greeting", 2)}
-    assert len(rows(services, "SELECT id FROM messages WHERE direction = 'in'")) == n
-    greetings = rows(services, "SELECT session_id FROM messages WHERE direction = 'out'")
+    assert len(rows(wiring, "SELECT id FROM messages WHERE direction = 'in'")) == n
+    greetings = rows(wiring, "SELECT session_id FROM messages WHERE direction = 'out'")
     assert len(greetings) == n and len({g["session_id"] for g in greetings}) == n
-    assert len(rows(services, "SELECT id FROM session_events WHERE trigger = 'start'")) == n
+    assert len(rows(wiring, "SELECT id FROM session_events WHERE trigger = 'start'")) == n
     assert all(len(r) == 1 for r in results)
 
 
 def test_fifty_concurrent_phones_through_two_engines_on_one_file(
-    make_services: Callable[..., Services],
+    make_wiring: Callable[..., Wiring],
 ) -> None:
     # Two processes' worth of stores (separate write locks): SQLite's BEGIN IMMEDIATE
     # and busy_timeout must serialise them, with no "database is locked".
-    first, second = make_services(), make_services()
+    first, second = make_wiring(), make_wiring()
     n = 50
     phones = [f"+54911{i:08d}" for i in range(n)]
     results = run_together(

@@ -21,6 +21,8 @@ from persistence.db import make_engine
 from persistence.models import Base
 
 APP_TABLES = {"sessions", "messages", "session_events", "trials"}
+# APScheduler's table is created by a migration (never at start), but stays APScheduler's.
+MIGRATED_TABLES = APP_TABLES | {"apscheduler_jobs"}
 # The variables tertulia reads; a subprocess gets none of them from the test's own env.
 SETTINGS_VARS = {
     "DATABASE_URL", "FLOWS_DIR", "DEFAULT_FLOW", "SESSION_TIMEOUT_MINUTES",
@@ -116,7 +118,7 @@ def test_upgrade_downgrade_upgrade_round_trip_leaves_the_app_tables(url: str) ->
     assert current_revision(path) is None
 
     migrate.upgrade(url)
-    assert tables(path) - {"alembic_version"} == APP_TABLES
+    assert tables(path) - {"alembic_version"} == MIGRATED_TABLES
     assert current_revision(path) == head_revision(url)
     assert diffs(url, Base.metadata) == []
 
@@ -132,8 +134,6 @@ def test_upgrade_is_idempotent_on_an_upgraded_database(url: str) -> None:
 
 def test_apscheduler_jobs_table_is_not_reported_as_a_diff(url: str) -> None:
     migrate.upgrade(url)
-    with sqlite3.connect(db_file(url)) as conn:
-        conn.execute(APSCHEDULER_DDL)
     assert "apscheduler_jobs" in tables(db_file(url))
     assert diffs(url, Base.metadata) == []
 
@@ -141,7 +141,6 @@ def test_apscheduler_jobs_table_is_not_reported_as_a_diff(url: str) -> None:
 def test_apscheduler_jobs_table_survives_a_downgrade_and_upgrade(url: str) -> None:
     migrate.upgrade(url)
     with sqlite3.connect(db_file(url)) as conn:
-        conn.execute(APSCHEDULER_DDL)
         conn.execute("INSERT INTO apscheduler_jobs VALUES ('timeout:1', 1.0, x'00')")
     migrate.downgrade(url, "base")
     migrate.upgrade(url)
@@ -167,7 +166,7 @@ def test_db_upgrade_command_creates_the_tables_from_outside_the_repo(tmp_path: P
     result = run_cli(elsewhere, "db", "upgrade", DATABASE_URL=f"sqlite:///{path}")
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    assert tables(str(path)) - {"alembic_version"} == APP_TABLES
+    assert tables(str(path)) - {"alembic_version"} == MIGRATED_TABLES
     assert current_revision(str(path)) == head_revision(f"sqlite:///{path}")
 
 
@@ -212,3 +211,42 @@ def test_job_store_engine_with_deferred_begin_has_the_same_pragmas(url: str) -> 
     found = pragmas(url, immediate=False)
     assert (found["journal_mode"], found["synchronous"], found["foreign_keys"]) == ("wal", 1, 1)
     assert found["busy_timeout"] >= 5000
+
+
+def test_upgrade_moves_stored_timeout_jobs_to_the_new_job_path(url: str) -> None:
+    """A job stored before the layout change still fires after the upgrade: APScheduler
+    deletes a job whose function it cannot import."""
+    import pickle
+    from datetime import UTC, datetime, timedelta
+
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from engine.scheduling.timeouts import FIRE
+
+    migrate.upgrade(url, "0002")
+    with sqlite3.connect(db_file(url)) as conn:
+        conn.execute(APSCHEDULER_DDL)
+    old = make_engine(url, immediate=False)
+    scheduler = BackgroundScheduler(jobstores={"default": SQLAlchemyJobStore(engine=old)},
+                                    timezone="UTC")
+    # A paused scheduler stores jobs without resolving them to run.
+    scheduler.start(paused=True)
+    scheduler.add_job("engine.scheduling.timeouts:fire", "date", args=[7], id="timeout:7",
+                      run_date=datetime.now(UTC) + timedelta(hours=1))
+    scheduler.shutdown(wait=False)
+    with old.begin() as conn:  # what the old code stored: the old module path
+        state = pickle.loads(
+            conn.exec_driver_sql("SELECT job_state FROM apscheduler_jobs").scalar_one())
+        state["func"] = "engine.timeouts:fire"
+        conn.exec_driver_sql("UPDATE apscheduler_jobs SET job_state = ?",
+                             (pickle.dumps(state),))
+    old.dispose()
+
+    migrate.upgrade(url)
+    db = make_engine(url, immediate=False)
+    try:
+        jobs = SQLAlchemyJobStore(engine=db).get_all_jobs()
+    finally:
+        db.dispose()
+    assert [(job.id, job.func_ref, job.args) for job in jobs] == [("timeout:7", FIRE, (7,))]

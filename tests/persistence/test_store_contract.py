@@ -1,4 +1,4 @@
-"""The Store port's contract (engine.ports.Store / StoreTx), run over every backend.
+"""The Store port's contract (engine.core.ports.Store / StoreTx), run over every backend.
 
 SQLite always; PostgreSQL when TERTULIA_TEST_POSTGRES_URL points at a scratch database
 (its tables are dropped after each test).
@@ -19,8 +19,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import text
 
-from engine.errors import StoreError
-from engine.ports import SessionRecord, Store, StoreTx, TrialRecord
+from engine.core.errors import StoreError
+from engine.core.ports import SessionRecord, Store, StoreTx, TrialRecord
 from persistence import migrate
 from persistence.db import make_engine
 from persistence.store import SqlStore
@@ -41,7 +41,7 @@ class Backend:
         if self.name == "sqlite":
             with sqlite3.connect(self.url.removeprefix("sqlite:///")) as conn:
                 return list(conn.execute(sql, params).fetchall())
-        with self.store.engine.connect() as conn:
+        with self.store.db.connect() as conn:
             return [tuple(r) for r in conn.execute(text(sql), params)]
 
 

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from engine.loader import load_flows
+from engine.flowfiles import load_flows
 from tests.e2e.harness import FLOWS, RecipientFakeTwilio
 from tests.fakes.twilio_fake import _Decision, default_error_code
 

@@ -32,9 +32,9 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from engine.ports import Inbound
-from engine.text import MAX_BODY
-from engine.web import MAX_BODY_BYTES
+from engine.core.ports import Inbound
+from engine.core.text import MAX_BODY
+from engine.server.app import MAX_BODY_BYTES
 from tests.e2e.harness import AUTH_TOKEN, FORM, RecipientFakeTwilio, Server, wait_until
 from tests.reliability.conftest import check_logs
 from tests.reliability.support import FINAL, OPEN, REASON_STATE, STATES, assert_sessions_consistent
@@ -310,7 +310,7 @@ _phones = itertools.count(5491155900000)
 @settings(PROPS, max_examples=120,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(conversation=steps, name=st.one_of(st.none(), piece))
-def test_random_texts_never_break_the_engine(services, clock, conversation, name):
+def test_random_texts_never_break_the_engine(wiring, clock, conversation, name):
     # One phone per example (a fresh conversation, so a shrunk example replays the same).
     phone = f"+{next(_phones)}"
     last_sid = None
@@ -323,12 +323,12 @@ def test_random_texts_never_break_the_engine(services, clock, conversation, name
         inbound = Inbound(channel="whatsapp", phone=phone,
                           text=value if kind == "text" else "", message_id=sid,
                           profile_name=name, kind="text" if kind in ("text", "repeat") else kind)
-        outbound = services.engine.handle(inbound)
+        outbound = wiring.conversations.handle(inbound)
         last_sid = sid
         assert all(0 < len(o.body) <= MAX_BODY for o in outbound)
         if repeat:
             assert outbound == []  # a repeated MessageSid is not processed again
-        with services.db.connect() as conn:
+        with wiring.db.connect() as conn:
             sessions = conn.exec_driver_sql(
                 "SELECT state, closed_at, close_reason FROM sessions WHERE phone = ?",
                 (phone,)).all()

@@ -31,7 +31,7 @@ import time
 
 import httpx
 
-from engine.dispatcher import WORKERS
+from engine.outbox.dispatcher import WORKERS
 from tests.e2e.harness import message_sid, wait_until, whatsapp
 from tests.reliability.support import (
     SENT,

@@ -19,12 +19,12 @@ from datetime import timedelta
 from typing import Protocol
 
 from engine.channels.twilio import SendFailure, SendResult
-from engine.clock import Clock
-from engine.errors import StoreError
-from engine.runtime import WHATSAPP_WINDOW
-from engine.unit import Committed
+from engine.core.clock import Clock
+from engine.core.conversations import WHATSAPP_WINDOW
+from engine.core.errors import StoreError
+from engine.core.unit import Committed
 from persistence import outbox
-from persistence.store import SqlStore, Writer
+from persistence.store import SqlStore, TxRunner
 
 __all__ = ["Dispatcher", "Pacer", "Sender", "backoff"]
 
@@ -101,12 +101,12 @@ class Dispatcher:
     def __init__(
         self, store: SqlStore, clock: Clock, *, sender_factory: Callable[[], Sender] | None,
         max_attempts: int, max_mps: float, workers: int = WORKERS,
-        on_result: Callable[[str], None] = lambda outcome: None, write: Writer | None = None,
+        on_result: Callable[[str], None] = lambda outcome: None, write: TxRunner | None = None,
     ) -> None:
         self._store, self._clock, self._factory = store, clock, sender_factory
         # Bookkeeping goes through the process's single writer when it has one, so it
         # never queues for the write lock against the webhooks' transactions.
-        self._write: Writer = write or store.run
+        self._write: TxRunner = write or store.run
         self._max_attempts, self._pacer = max_attempts, Pacer(max_mps)
         self._workers, self._on_result = workers, on_result
         self._wake, self._stopping = threading.Event(), threading.Event()
@@ -132,7 +132,7 @@ class Dispatcher:
         self._wake.set()
 
     def on_commit(self, committed: Committed) -> None:
-        """Engine listener: a new WhatsApp row wakes the loop at once."""
+        """Conversations listener: a new WhatsApp row wakes the loop at once."""
         if any(o.channel == CHANNEL for o in committed.outbound):
             self._wake.set()
 

@@ -1,7 +1,7 @@
 """The records the engine core exchanges with its adapters, and the ports it talks to.
 
 The core sees only these: a store that opens serialised transactions, a credential
-provider, and a clock (engine.clock). persistence/ and channels/ implement them.
+provider, and a clock (engine.core.clock). persistence/ and channels/ implement them.
 """
 
 from __future__ import annotations

@@ -5,37 +5,17 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import sys
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
 
-from engine.errors import FlowDefinitionError, FlowNotFound
-from engine.flow import CompiledFlow, Flow, compile_flow
-from engine.flowcheck import check_flow
+from engine.core.compile import compile_flow
+from engine.core.errors import FlowDefinitionError
+from engine.core.flow import CompiledFlow, Flow
+from engine.core.flowcheck import check_flow
+from engine.core.registry import FlowRegistry
 
-__all__ = ["FlowRegistry", "check_files", "default_flow_problems", "flow_files", "load_flows"]
-
-
-@dataclass(frozen=True)
-class FlowRegistry:
-    """The compiled flows by name, and the one new conversations start in."""
-
-    flows: dict[str, CompiledFlow]
-    default_name: str
-
-    @property
-    def default(self) -> CompiledFlow:
-        return self.get(self.default_name)
-
-    def get(self, name: str) -> CompiledFlow:
-        try:
-            return self.flows[name]
-        except KeyError:
-            raise FlowNotFound(name, list(self.flows)) from None
-
-    def __iter__(self) -> Iterator[CompiledFlow]:
-        return iter(self.flows.values())
+__all__ = ["check_files", "default_flow_problems", "flow_files", "load_flows"]
 
 
 def flow_files(flows_dir: Path) -> list[Path]:

@@ -1,8 +1,8 @@
 """The flow DSL that flow authors subclass, and the compiled form the engine runs.
 
 A flow file reads top to bottom: states, texts, the transition table (data), then one
-small step function per open state. `compile_flow` checks it (engine.flowcheck) and
-builds one `transitions` Machine per flow class, never one per conversation.
+small step function per open state. engine.core.compile checks it (engine.core.flowcheck)
+and builds one `transitions` Machine per flow class, never one per conversation.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any, ClassVar, TypeVar
 
 from transitions import Machine, MachineError
 
-from engine.intents import Intents
-from engine.ports import Credentials, TrialRecord
+from engine.core.intents import Intents
+from engine.core.ports import Credentials, TrialRecord
 
 __all__ = [
     "BASE_TEXTS",
@@ -23,6 +23,8 @@ __all__ = [
     "CompiledFlow",
     "Decision",
     "Flow",
+    "Route",
+    "StepFn",
     "Turn",
     "step",
 ]
@@ -215,24 +217,3 @@ class CompiledFlow:
 
 def _machine_table(routes: list[Route]) -> list[dict[str, str]]:
     return [{"trigger": r.trigger, "source": r.source, "dest": r.dest} for r in routes]
-
-
-def compile_flow(cls: type[Flow], file: str) -> CompiledFlow:
-    """Check `cls` and compile it; raises FlowDefinitionError naming the first problem."""
-    from engine.flowcheck import check_flow, routes_of, steps_of
-
-    problems = check_flow(cls, file)
-    if problems:
-        raise problems[0]
-    routes = routes_of(cls) + _engine_routes(cls)
-    return CompiledFlow(cls, file, routes, steps_of(cls))
-
-
-def _engine_routes(cls: type[Flow]) -> list[Route]:
-    open_states = [s for s in cls.states if s not in cls.final]
-    return [
-        Route(trigger, source, dest, say, reason)
-        for trigger, (dest, reason, say) in ENGINE_TRIGGERS.items()
-        if dest in cls.states and (trigger != "keyword_close" or cls.closing_keywords)
-        for source in open_states
-    ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from transitions.extensions import GraphMachine
 
-from engine.flow import CompiledFlow
+from engine.core.flow import CompiledFlow
 
 __all__ = ["mermaid"]
 

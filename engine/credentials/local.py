@@ -10,8 +10,8 @@ import unicodedata
 from datetime import timedelta
 from typing import Any
 
-from engine.errors import ConfigError
-from engine.ports import CredentialProvider, CredentialRequest, Credentials
+from engine.core.errors import ConfigError
+from engine.core.ports import CredentialProvider, CredentialRequest, Credentials
 
 __all__ = ["LocalCredentialProvider", "load_provider"]
 

@@ -11,51 +11,52 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from engine.batching import GroupCommit
-from engine.bootstrap import Services, build
 from engine.channels.twilio import TwilioSender
-from engine.clock import Clock
-from engine.config import Settings
-from engine.dispatcher import Dispatcher, Sender
-from engine.lock import SchedulerLock
-from engine.monitoring import Metrics, lifecycle_logger, stats_block
-from engine.ports import CredentialProvider
-from engine.timeouts import Timeouts, sweep
+from engine.core.clock import Clock
+from engine.core.ports import CredentialProvider
+from engine.monitoring.metrics import Metrics, lifecycle_logger, stats_block
+from engine.outbox.dispatcher import Dispatcher, Sender
+from engine.scheduling.lock import SchedulerLock
+from engine.scheduling.timeouts import Timeouts, sweep
+from engine.server.writer import Writer
+from engine.settings import Settings
+from engine.wiring import Wiring, wire
 from persistence.db import make_engine, sqlite_path
 
-__all__ = ["Service"]
+__all__ = ["Worker"]
 
 log = logging.getLogger("tertulia")
 _TAKEOVER_SECONDS = 1.0
 _OVERDUE_SECONDS = 1.0
 
 
-class Service:
+class Worker:
     def __init__(
         self, settings: Settings, *, clock: Clock | None = None,
         provider: CredentialProvider | None = None, stats: bool = False,
     ) -> None:
         self.settings = settings
-        self.services: Services = build(settings, clock=clock, provider=provider)
-        self.engine, self.store = self.services.engine, self.services.store
+        self.wiring: Wiring = wire(settings, clock=clock, provider=provider)
+        self.conversations = self.wiring.conversations
+        self.store = self.wiring.store
         self.metrics = Metrics(self.store)
         self._jobs_db = make_engine(settings.database_url, synchronous=settings.sqlite_synchronous,
                                     immediate=False)
-        self.writer = GroupCommit(self.engine, self.store)
+        self.writer = Writer(self.conversations, self.store)
         self.timeouts = Timeouts(
-            self.engine, self._jobs_db, warning=settings.session_warning,
+            self.conversations, self._jobs_db, warning=settings.session_warning,
             rearm_on_message=settings.timeout_rearm == "message",
             on_tick=self._tick, batch=self.writer.expire,
         )
         self.dispatcher = Dispatcher(
-            self.store, self.services.clock, sender_factory=self._sender_factory(),
+            self.store, self.wiring.clock, sender_factory=self._sender_factory(),
             max_attempts=settings.outbox_max_attempts, max_mps=settings.twilio_max_mps,
             on_result=self.metrics.on_outbox, write=self.writer.write,
         )
         self.lock = SchedulerLock(_lock_path(settings.database_url))
         for listener in (self.timeouts.on_commit, self.dispatcher.on_commit,
                          self.metrics.on_commit, lifecycle_logger):
-            self.engine.subscribe(listener)
+            self.conversations.subscribe(listener)
         self._stop = threading.Event()
         self._stats = stats
         self._threads: list[threading.Thread] = []
@@ -123,7 +124,7 @@ class Service:
 
     def log_stats(self) -> None:
         try:
-            log.info("%s", stats_block(self.store, self.services.clock.now(),
+            log.info("%s", stats_block(self.store, self.wiring.clock.now(),
                                        self.settings.session_timeout))
         except Exception:
             log.exception("stats block failed")
@@ -154,7 +155,7 @@ class Service:
             thread.join(timeout=1)
         self.lock.release()
         self._jobs_db.dispose()
-        self.services.close()
+        self.wiring.close()
 
 
 def _lock_path(url: str) -> Path | None:

@@ -1,4 +1,4 @@
-"""The composition root: settings in, wired services out. Adapters meet the core here."""
+"""The composition root: settings in, wired wiring out. Adapters meet the core here."""
 
 from __future__ import annotations
 
@@ -6,36 +6,37 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine as DbEngine
 
-from engine.clock import Clock, SystemClock
-from engine.config import Settings
-from engine.credentials import load_provider
-from engine.loader import FlowRegistry, load_flows
-from engine.ports import CredentialProvider
-from engine.runtime import Engine, EngineSettings
+from engine.core.clock import Clock, SystemClock
+from engine.core.conversations import Conversations, ConversationSettings
+from engine.core.ports import CredentialProvider
+from engine.core.registry import FlowRegistry
+from engine.credentials.local import load_provider
+from engine.flowfiles import load_flows
+from engine.settings import Settings
 from persistence import migrate
 from persistence.db import is_sqlite, make_engine
 from persistence.store import SqlStore
 
-__all__ = ["Services", "build"]
+__all__ = ["Wiring", "wire"]
 
 
 @dataclass
-class Services:
+class Wiring:
     settings: Settings
     db: DbEngine
     store: SqlStore
     flows: FlowRegistry
-    engine: Engine
+    conversations: Conversations
     clock: Clock
 
     def close(self) -> None:
         self.db.dispose()
 
 
-def build(
+def wire(
     settings: Settings, *, clock: Clock | None = None,
     provider: CredentialProvider | None = None, upgrade: bool = True,
-) -> Services:
+) -> Wiring:
     """Load flows, open (and on SQLite upgrade) the database, and wire the engine."""
     flows = load_flows(settings.flows_dir, settings.default_flow)
     db = make_engine(settings.database_url, synchronous=settings.sqlite_synchronous)
@@ -43,14 +44,14 @@ def build(
         migrate.upgrade(settings.database_url)
     store = SqlStore(db)
     clock = clock or SystemClock()
-    engine = Engine(
+    engine = Conversations(
         flows=flows, store=store, clock=clock,
         provider=provider or load_provider(
             settings.credential_provider, trial_duration=settings.trial_duration
         ),
-        settings=EngineSettings(
+        settings=ConversationSettings(
             session_timeout=settings.session_timeout, session_warning=settings.session_warning,
             trial_cooldown=settings.trial_cooldown,
         ),
     )
-    return Services(settings, db, store, flows, engine, clock)
+    return Wiring(settings, db, store, flows, engine, clock)

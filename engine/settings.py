@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from engine.errors import ConfigError
-from engine.text import digits, is_e164
+from engine.core.errors import ConfigError
+from engine.core.text import digits, is_e164
 
 __all__ = ["Secret", "Settings", "load_settings"]
 

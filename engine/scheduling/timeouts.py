@@ -1,7 +1,7 @@
 """Durable inactivity timeouts: APScheduler jobs in the same database as the sessions.
 
 The row is the truth and the job is a wake-up call. A job `timeout:<session id>` fires
-`engine.timeouts:fire` (a stored path: renaming it needs a migration) with the session id
+`engine.scheduling.timeouts:fire` (a stored path: renaming it needs a migration) with the session id
 as its only argument. The engine re-reads the row under the write lock; if a message
 moved `expires_at` since, the job re-arms itself there, which saves a job write on most
 messages (TIMEOUT_REARM=message re-arms on every message instead, for comparison).
@@ -24,8 +24,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine as DbEngine
 from sqlalchemy.exc import SQLAlchemyError
 
-from engine.runtime import Engine
-from engine.unit import Committed
+from engine.core.conversations import Conversations
+from engine.core.unit import Committed
 from persistence import queries
 from persistence.store import SqlStore
 
@@ -33,8 +33,8 @@ __all__ = ["FIRE", "HEARTBEAT", "Timeouts", "fire", "forget", "heartbeat", "job_
 
 log = logging.getLogger("tertulia.timeouts")
 
-FIRE = "engine.timeouts:fire"
-HEARTBEAT = "engine.timeouts:heartbeat"
+FIRE = "engine.scheduling.timeouts:fire"
+HEARTBEAT = "engine.scheduling.timeouts:heartbeat"
 JOB_PREFIX = "timeout:"
 
 # The process's Timeouts, for the module-level job functions APScheduler calls by path.
@@ -94,11 +94,13 @@ class Timeouts:
     """The scheduler of one process. Only the scheduler-lock holder runs jobs."""
 
     def __init__(
-        self, engine: Engine, jobs_db: DbEngine, *, warning: timedelta | None = None,
+        self, conversations: Conversations, jobs_db: DbEngine, *, warning: timedelta | None = None,
         rearm_on_message: bool = False, on_tick: Callable[[], None] = lambda: None,
         batch: Callable[[int, Callable[[datetime | None], None]], None] | None = None,
     ) -> None:
-        self.engine, self._warning, self._rearm_on_message = engine, warning, rearm_on_message
+        self.conversations = conversations
+        self._warning = warning
+        self._rearm_on_message = rearm_on_message
         self._on_tick, self._batch = on_tick, batch
         self.store = _TolerantJobStore(engine=jobs_db)
         self.scheduler = BackgroundScheduler(
@@ -147,7 +149,7 @@ class Timeouts:
     # -- arming --------------------------------------------------------------------------
 
     def on_commit(self, committed: Committed) -> None:
-        """Engine listener, called after commit: arm new sessions, drop closed ones."""
+        """Conversations listener, called after commit: arm new sessions, drop closed ones."""
         for session in committed.opened:
             if session.is_open:
                 self.arm(session.id, session.expires_at)
@@ -171,7 +173,7 @@ class Timeouts:
     def _first_wake(self, expires_at: datetime) -> datetime:
         if self._warning is None:
             return expires_at
-        return max(expires_at - self._warning, self.engine.clock.now())
+        return max(expires_at - self._warning, self.conversations.clock.now())
 
     # -- firing --------------------------------------------------------------------------
 
@@ -182,7 +184,7 @@ class Timeouts:
             self._batch(session_id, lambda later: self.after_expire(session_id, later))
             return
         try:
-            self.after_expire(session_id, self.engine.expire(session_id))
+            self.after_expire(session_id, self.conversations.expire(session_id))
         except Exception:
             # Left to the sweep: it re-arms or expires sessions that have no job.
             log.exception("timeout job for session %s failed", session_id)
@@ -192,9 +194,9 @@ class Timeouts:
             self._rearm(session_id, later)
 
     def _rearm(self, session_id: int, expires_at: datetime) -> None:
-        now = self.engine.clock.now()
+        now = self.conversations.clock.now()
         if self._warning is not None and now >= expires_at - self._warning:
-            self.engine.warn(session_id)
+            self.conversations.warn(session_id)
             run_at = expires_at
         else:
             run_at = self._first_wake(expires_at)
@@ -221,7 +223,7 @@ def sweep(timeouts: Timeouts, store: SqlStore) -> tuple[int, int, int]:
     the job write that follows it.
     """
     expired = armed = 0
-    now = timeouts.engine.clock.now()
+    now = timeouts.conversations.clock.now()
     for session_id, expires_at in queries.sessions_without_job(store, JOB_PREFIX):
         if expires_at <= now:
             timeouts.on_fire(session_id)

@@ -12,9 +12,9 @@ import textwrap
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from engine.errors import FlowDefinitionError
-from engine.flow import BASE_TEXTS, ENGINE_TRIGGERS, Flow, Route, StepFn
-from engine.ports import CLOSE_REASONS
+from engine.core.errors import FlowDefinitionError
+from engine.core.flow import BASE_TEXTS, ENGINE_TRIGGERS, Flow, Route, StepFn
+from engine.core.ports import CLOSE_REASONS
 
 __all__ = ["check_flow", "routes_of", "steps_of"]
 

@@ -29,9 +29,9 @@ from engine.channels.twilio import (
     signed_url,
     valid_signature,
 )
-from engine.errors import StoreError, WebhookError
-from engine.service import Service
-from engine.text import digits
+from engine.core.errors import StoreError, WebhookError
+from engine.core.text import digits
+from engine.server.worker import Worker
 from persistence import outbox
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
@@ -49,15 +49,15 @@ def _twiml(status: int = 200) -> Response:
 class _Webhooks:
     """The two Twilio endpoints and what they share: reading and checking a request."""
 
-    def __init__(self, service: Service) -> None:
-        self.service = service
-        settings = service.settings
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        settings = worker.settings
         token = settings.twilio_auth_token
         self._token = token.reveal() if token is not None else None
         self._public = settings.public_base_url
         self.accepting = True
         self.in_flight = 0
-        self._observe = {name: service.metrics.webhook.labels(name).observe
+        self._observe = {name: worker.metrics.webhook.labels(name).observe
                          for name in ("whatsapp", "status")}
 
     async def read(self, request: Request) -> Form | Response:
@@ -108,7 +108,7 @@ class _Webhooks:
         except WebhookError as exc:
             return PlainTextResponse(str(exc), status_code=400)
         try:
-            await self.service.writer.submit(inbound)
+            await self.worker.writer.submit(inbound)
         except StoreError as exc:
             # 5xx tells Twilio to log it and try the fallback URL; nothing was committed.
             log.error("webhook not stored: %s", exc)
@@ -125,7 +125,7 @@ class _Webhooks:
         try:
             update = parse_status(form)
             result = await run_in_threadpool(
-                self.service.writer.write,
+                self.worker.writer.write,
                 lambda tx: outbox.apply_status(tx, update.sid, update.status, update.error_code),
             )
         except WebhookError as exc:
@@ -159,28 +159,28 @@ async def _read_capped(request: Request) -> bytes | None:
     return b"".join(chunks)
 
 
-def create_app(service: Service, *, manage_service: bool = True) -> Starlette:
-    """The app; with `manage_service`, its lifespan starts and stops the service."""
-    hooks = _Webhooks(service)
+def create_app(worker: Worker, *, manage_worker: bool = True) -> Starlette:
+    """The app; with `manage_worker`, its lifespan starts and stops the worker."""
+    hooks = _Webhooks(worker)
 
     async def healthz(_request: Request) -> Response:
-        return await run_in_threadpool(_health, service)
+        return await run_in_threadpool(_health, worker)
 
     async def metrics(_request: Request) -> Response:
-        payload = await run_in_threadpool(generate_latest, service.metrics.registry)
+        payload = await run_in_threadpool(generate_latest, worker.metrics.registry)
         return Response(payload, media_type=CONTENT_TYPE_LATEST)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        if manage_service:
-            await run_in_threadpool(service.start)
+        if manage_worker:
+            await run_in_threadpool(worker.start)
         try:
             yield
         finally:
             hooks.accepting = False
             await _drain(hooks)
-            if manage_service:
-                await run_in_threadpool(service.stop)
+            if manage_worker:
+                await run_in_threadpool(worker.stop)
 
     return Starlette(
         routes=[
@@ -200,15 +200,15 @@ async def _drain(hooks: _Webhooks, seconds: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
-def _health(service: Service) -> Response:
-    body: dict[str, Any] = {"status": "ok", "scheduler": "active" if service.holder
-                            else "standby", "dry_run": service.settings.dry_run}
+def _health(worker: Worker) -> Response:
+    body: dict[str, Any] = {"status": "ok", "scheduler": "active" if worker.holder
+                            else "standby", "dry_run": worker.settings.dry_run}
     try:
-        with service.store.reading() as conn:
+        with worker.store.reading() as conn:
             conn.execute(text("SELECT 1"))
         body["database"] = "ok"
-        body["dispatcher"] = {"running": service.dispatcher.running,
-                              "pending": outbox.pending_count(service.store)}
+        body["dispatcher"] = {"running": worker.dispatcher.running,
+                              "pending": outbox.pending_count(worker.store)}
     except Exception as exc:
         body.update(status="unavailable", database=f"error: {type(exc).__name__}")
         return JSONResponse(body, status_code=503)

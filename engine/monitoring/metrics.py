@@ -11,8 +11,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
-from engine.logs import mask_phone
-from engine.unit import Committed
+from engine.core.unit import Committed
+from engine.monitoring.logs import mask_phone
 from persistence import outbox
 from persistence.models import messages, sessions
 from persistence.store import SqlStore
@@ -23,7 +23,7 @@ log = logging.getLogger("tertulia.sessions")
 
 
 def lifecycle_logger(committed: Committed) -> None:
-    """Engine listener: one line per lifecycle event, with fields for LOG_FORMAT=json."""
+    """Conversations listener: one line per lifecycle event, with fields for LOG_FORMAT=json."""
     for session in committed.opened:
         _event("created", session.id, session.phone, session.state)
     for session in committed.renewed:
@@ -109,7 +109,7 @@ class Metrics:
         r.register(_TableGauges(store))
 
     def on_commit(self, committed: Committed) -> None:
-        """Engine listener."""
+        """Conversations listener."""
         inbound = len(committed.opened) + len(committed.renewed)
         if inbound:
             self.messages.labels("in").inc(inbound)

@@ -3,7 +3,7 @@
 SQLite takes one writer at a time and a commit costs about as much as a whole message's
 statements. One thread drains what queued up meanwhile (inbound messages, and small
 writes such as "message 42 was sent") into one BEGIN IMMEDIATE ... COMMIT; each message
-still runs in its own savepoint (Engine.run_batch). Nothing is answered before the
+still runs in its own savepoint (Conversations.run_batch). Nothing is answered before the
 commit that holds it. With every write on one thread, nobody queues for the write lock.
 """
 
@@ -21,15 +21,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from engine.errors import StoreError
-from engine.ports import Inbound, Outbound
-from engine.runtime import Engine
-from engine.unit import Work
+from engine.core.conversations import Conversations
+from engine.core.errors import StoreError
+from engine.core.ports import Inbound, Outbound
+from engine.core.unit import Work
 from persistence.store import SqlStore, SqlTx
 
-__all__ = ["GroupCommit"]
+__all__ = ["Writer"]
 
-log = logging.getLogger("tertulia.batching")
+log = logging.getLogger("tertulia.writer")
 T = TypeVar("T")
 _STOP = object()
 
@@ -48,7 +48,7 @@ class _Expiry:
 
 @dataclass(frozen=True, slots=True)
 class _Scan:
-    """Expire every overdue session in this round (see GroupCommit.expire_overdue)."""
+    """Expire every overdue session in this round (see Writer.expire_overdue)."""
 
     limit: int
 
@@ -62,11 +62,17 @@ class _Write:
 _Item = _Message | _Write | _Expiry | _Scan
 
 
-class GroupCommit:
-    def __init__(self, engine: Engine, store: SqlStore, *, max_batch: int = 128) -> None:
-        self._engine, self._store, self._max = engine, store, max_batch
+class Writer:
+    """The process's single writer thread (see the module docstring)."""
+
+    def __init__(
+        self, conversations: Conversations, store: SqlStore, *, max_batch: int = 128
+    ) -> None:
+        self._conversations = conversations
+        self._store = store
+        self._max = max_batch
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._loop, name="group-commit", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name="writer", daemon=True)
         # Credential providers may call slow APIs: never on the writer thread.
         self._issuer = ThreadPoolExecutor(4, thread_name_prefix="credentials")
         self.running = False
@@ -96,7 +102,7 @@ class GroupCommit:
     def expire(self, session_id: int, then: Callable[[datetime | None], None]) -> None:
         """Queue a timeout; after its commit `then` gets the later expiry, if renewed."""
         if not self.running:
-            then(self._engine.expire(session_id))
+            then(self._conversations.expire(session_id))
             return
         self._queue.put(_Expiry(session_id, then))
 
@@ -150,11 +156,11 @@ class GroupCommit:
         try:
             with self._store.transaction() as tx:
                 done = [self._apply(tx, write.fn) for write in writes]
-                expired = [self._apply(tx, functools.partial(self._engine.expire_in,
+                expired = [self._apply(tx, functools.partial(self._conversations.expire_in,
                                                              session_id=e.session_id))
                            for e in expiries]
                 swept = self._scan(tx, scans[0].limit) if scans else []
-                works = self._engine.run_batch(tx, [m.inbound for m in messages])
+                works = self._conversations.run_batch(tx, [m.inbound for m in messages])
         except BaseException as exc:
             self._fail(messages, writes, expiries, exc)
             if not isinstance(exc, Exception):
@@ -165,17 +171,17 @@ class GroupCommit:
                 write.future.set_result(result)
             else:
                 write.future.set_exception(error)
-        self._engine.finish([r[0] for r, _ in expired if r is not None] + swept)
+        self._conversations.finish([r[0] for r, _ in expired if r is not None] + swept)
         for expiry, (result, error) in zip(expiries, expired, strict=True):
             self._after_expiry(expiry, None if error else result[1])
-        replies = self._engine.finish(works, later=self._issue_later)
+        replies = self._conversations.finish(works, later=self._issue_later)
         _settle(messages, replies, None)
 
     def _scan(self, tx: SqlTx, limit: int) -> list[Work]:
         works = []
-        for session_id in tx.overdue(self._engine.clock.now(), limit):
+        for session_id in tx.overdue(self._conversations.clock.now(), limit):
             (result, error) = self._apply(
-                tx, functools.partial(self._engine.expire_in, session_id=session_id))
+                tx, functools.partial(self._conversations.expire_in, session_id=session_id))
             if error is None:
                 work, _later = result
                 # Leave the job in place: it fires, finds the session closed, and is

@@ -12,21 +12,21 @@ from typing import Any
 
 import click
 
-from engine.bootstrap import Services, build
-from engine.config import load_settings
-from engine.errors import SessionNotFound, TertuliaError
-from engine.logs import mask_phone
-from engine.ports import SessionRecord
-from engine.text import digits
-from engine.timeouts import forget
+from engine.core.errors import SessionNotFound, TertuliaError
+from engine.core.ports import SessionRecord
+from engine.core.text import digits
+from engine.monitoring.logs import mask_phone
+from engine.scheduling.timeouts import forget
+from engine.settings import load_settings
+from engine.wiring import Wiring, wire
 from persistence import ops
 
 __all__ = ["sessions", "stats"]
 
 
-def _services() -> Services:
+def _services() -> Wiring:
     try:
-        return build(load_settings())
+        return wire(load_settings())
     except TertuliaError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -51,13 +51,13 @@ def sessions(ctx: click.Context, include_closed: bool, phone: str | None, as_jso
     """List open sessions (see also: show, close)."""
     if ctx.invoked_subcommand is not None:
         return
-    services = _services()
+    wiring = _services()
     try:
-        now = services.clock.now()
-        found = ops.list_sessions(services.store, include_closed=include_closed, phone=phone)
+        now = wiring.clock.now()
+        found = ops.list_sessions(wiring.store, include_closed=include_closed, phone=phone)
         rows = [_row(s, now) for s in found]
     finally:
-        services.close()
+        wiring.close()
     if as_json:
         for row in rows:
             click.echo(json.dumps(row, ensure_ascii=False))
@@ -77,11 +77,11 @@ def sessions(ctx: click.Context, include_closed: bool, phone: str | None, as_jso
 @click.argument("session_id", type=int)
 def show(session_id: int) -> None:
     """Print the transcript and the events of session SESSION_ID."""
-    services = _services()
+    wiring = _services()
     try:
-        found = ops.transcript(services.store, session_id)
+        found = ops.transcript(wiring.store, session_id)
     finally:
-        services.close()
+        wiring.close()
     if found is None:
         raise click.ClickException(str(SessionNotFound("id", session_id)))
     s = found.session
@@ -106,25 +106,25 @@ def show(session_id: int) -> None:
 @click.option("--quiet", is_flag=True, help="Do not send the closing notice.")
 def close(target: str, quiet: bool) -> None:
     """Close session TARGET (an id, or a phone's open sessions) with reason admin."""
-    services = _services()
+    wiring = _services()
     try:
-        ids = _targets(services, target)
+        ids = _targets(wiring, target)
         for session_id in ids:
-            services.engine.close(session_id, notify=not quiet)
-        forget(services.db, ids)
+            wiring.conversations.close(session_id, notify=not quiet)
+        forget(wiring.db, ids)
     finally:
-        services.close()
+        wiring.close()
     notice = "no notice" if quiet else "closing notice queued"
     click.echo(f"closed {len(ids)} session(s) {', '.join(map(str, ids))} (admin, {notice})")
 
 
-def _targets(services: Services, target: str) -> list[int]:
+def _targets(wiring: Wiring, target: str) -> list[int]:
     if digits(target):
-        found = ops.transcript(services.store, int(target))
+        found = ops.transcript(wiring.store, int(target))
         if found is None or not found.session.is_open:
             raise click.ClickException(f"no open session with id {target}.")
         return [found.session.id]
-    match = [s.id for s in ops.find_open(services.store, target)]
+    match = [s.id for s in ops.find_open(wiring.store, target)]
     if not match:
         raise click.ClickException(str(SessionNotFound("phone", mask_phone(target))))
     return match
@@ -133,11 +133,11 @@ def _targets(services: Services, target: str) -> list[int]:
 @click.command()
 def stats() -> None:
     """Print the stats block once."""
-    from engine.monitoring import stats_block
+    from engine.monitoring.metrics import stats_block
 
-    services = _services()
+    wiring = _services()
     try:
-        click.echo(stats_block(services.store, services.clock.now(),
-                               services.settings.session_timeout))
+        click.echo(stats_block(wiring.store, wiring.clock.now(),
+                               wiring.settings.session_timeout))
     finally:
-        services.close()
+        wiring.close()

@@ -7,10 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from engine.errors import StoreError
-from engine.flow import CompiledFlow, Route
-from engine.ports import Outbound, SessionRecord, StoreTx
-from engine.text import split_body
+from engine.core.errors import StoreError
+from engine.core.flow import CompiledFlow, Route
+from engine.core.ports import Outbound, SessionRecord, StoreTx
+from engine.core.text import split_body
 
 __all__ = ["Committed", "Work"]
 

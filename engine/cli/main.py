@@ -10,10 +10,10 @@ from typing import Any, TypeVar
 
 import click
 
-from engine.cli_ops import sessions, stats
-from engine.config import Settings, load_settings
-from engine.errors import TertuliaError
-from engine.text import is_e164
+from engine.cli.ops import sessions, stats
+from engine.core.errors import TertuliaError
+from engine.core.text import is_e164
+from engine.settings import Settings, load_settings
 
 __all__ = ["main"]
 
@@ -60,14 +60,14 @@ def serve(host: str, port: int) -> None:
     """Run the webhook server, the scheduler and the outbound dispatcher."""
     import uvicorn
 
-    from engine import logs
-    from engine.service import Service
-    from engine.web import create_app
+    from engine.monitoring import logs
+    from engine.server.app import create_app
+    from engine.server.worker import Worker
 
     settings = _settings()
     logs.configure(settings.log_level, settings.log_format)
     _warn_about_mode(settings)
-    app = create_app(Service(settings, stats=True))
+    app = create_app(Worker(settings, stats=True))
     # Everything built so far (modules, the app, SQLAlchemy's tables) lives as long as
     # the process: moved out of the collector's reach, the full collections that the
     # per-message garbage triggers stop re-walking it (collection was 6% of the CPU in
@@ -113,15 +113,15 @@ def _warn_about_mode(settings: Settings) -> None:
 @_fail_cleanly
 def chat(phone: str, profile_name: str | None) -> None:
     """Talk to the default flow in the terminal (reads stdin line by line)."""
-    from engine import logs
     from engine.channels.console import ConsoleChat
-    from engine.service import Service
+    from engine.monitoring import logs
+    from engine.server.worker import Worker
 
     settings = _settings()
     logs.configure("WARNING", settings.log_format)
-    service = Service(settings)
-    service.start()
-    chat = ConsoleChat(service.engine, service.store, phone, profile_name=profile_name)
+    worker = Worker(settings)
+    worker.start()
+    chat = ConsoleChat(worker.conversations, worker.store, phone, profile_name=profile_name)
     interactive = sys.stdin.isatty()
     try:
         with chat.watching():
@@ -130,7 +130,7 @@ def chat(phone: str, profile_name: str | None) -> None:
     except KeyboardInterrupt:
         print()
     finally:
-        service.stop(flush_seconds=1.0)
+        worker.stop(flush_seconds=1.0)
 
 
 @main.group(invoke_without_command=True)
@@ -140,7 +140,7 @@ def flows(ctx: click.Context) -> None:
     """List the flows in FLOWS_DIR (see also: check, draw)."""
     if ctx.invoked_subcommand is not None:
         return
-    from engine.loader import load_flows
+    from engine.flowfiles import load_flows
 
     settings = _settings()
     registry = load_flows(settings.flows_dir, settings.default_flow)
@@ -155,7 +155,7 @@ def flows(ctx: click.Context) -> None:
 @_fail_cleanly
 def flows_check(files: tuple[Path, ...]) -> None:
     """Validate every flow, or only FILES; print each problem on one line."""
-    from engine.loader import check_files, default_flow_problems, flow_files
+    from engine.flowfiles import check_files, default_flow_problems, flow_files
 
     settings = _settings()
     paths = list(files) or flow_files(settings.flows_dir)
@@ -174,8 +174,8 @@ def flows_check(files: tuple[Path, ...]) -> None:
 @_fail_cleanly
 def flows_draw(name: str) -> None:
     """Print a Mermaid stateDiagram-v2 of flow NAME."""
-    from engine.diagram import mermaid
-    from engine.loader import load_flows
+    from engine.cli.diagram import mermaid
+    from engine.flowfiles import load_flows
 
     settings = _settings()
     click.echo(mermaid(load_flows(settings.flows_dir, settings.default_flow).get(name)))

@@ -13,11 +13,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from engine.clock import Clock
-from engine.errors import StoreError
-from engine.flow import CompiledFlow, Decision, Turn
-from engine.loader import FlowRegistry
-from engine.ports import (
+from engine.core.clock import Clock
+from engine.core.errors import StoreError
+from engine.core.flow import CompiledFlow, Decision, Turn
+from engine.core.ports import (
     CredentialProvider,
     CredentialRequest,
     Credentials,
@@ -28,11 +27,12 @@ from engine.ports import (
     StoreTx,
     TrialRecord,
 )
-from engine.unit import Committed, Work
+from engine.core.registry import FlowRegistry
+from engine.core.unit import Committed, Work
 
-__all__ = ["WHATSAPP_WINDOW", "Engine", "EngineSettings", "Listener"]
+__all__ = ["WHATSAPP_WINDOW", "ConversationSettings", "Conversations", "Listener"]
 
-log = logging.getLogger("tertulia.engine")
+log = logging.getLogger("tertulia.conversations")
 
 Listener = Callable[[Committed], None]
 Deferrer = Callable[[Callable[[], object]], object]
@@ -42,7 +42,7 @@ _MISSES_BEFORE_OPTIONS = 3
 
 
 @dataclass(frozen=True)
-class EngineSettings:
+class ConversationSettings:
     session_timeout: timedelta = timedelta(minutes=3)
     session_warning: timedelta | None = None
     trial_cooldown: timedelta = timedelta(days=30)
@@ -52,15 +52,15 @@ class _Duplicate(Exception):
     """The MessageSid was seen before: roll back and answer nothing."""
 
 
-class Engine:
+class Conversations:
     """Runs conversations; holds no conversation in memory between messages."""
 
     def __init__(
         self, *, flows: FlowRegistry, store: Store, provider: CredentialProvider, clock: Clock,
-        settings: EngineSettings | None = None, listeners: Sequence[Listener] = (),
+        settings: ConversationSettings | None = None, listeners: Sequence[Listener] = (),
     ) -> None:
         self.flows, self._store, self._provider, self.clock = flows, store, provider, clock
-        self.settings = settings or EngineSettings()
+        self.settings = settings or ConversationSettings()
         self._listeners = list(listeners)
 
     def subscribe(self, listener: Listener) -> None:

@@ -1,0 +1,1 @@
+"""Adapter: the `tertulia` command line."""

@@ -1,0 +1,1 @@
+"""Adapter: credential providers (the local generator, or one named by CREDENTIAL_PROVIDER)."""

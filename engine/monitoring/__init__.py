@@ -1,0 +1,1 @@
+"""Adapter: logs, Prometheus metrics and the stats block."""

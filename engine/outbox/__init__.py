@@ -1,0 +1,1 @@
+"""Adapter: the outbound dispatcher that sends the outbox's rows through a channel."""

@@ -1,0 +1,1 @@
+"""Adapter: durable timers (APScheduler jobs in the database) and who runs them."""

@@ -1,0 +1,1 @@
+"""Adapter: the ASGI app, the single writer thread, and the worker process that runs them."""
