@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from engine.core.errors import ConfigError
 from engine.core.text import digits, is_e164
+from persistence.db import normalise_url
 
 __all__ = ["Secret", "Settings", "load_settings"]
 
@@ -120,6 +121,12 @@ class Settings:
     log_format: str = "text"
     # self: a timeout job that fires early re-arms itself; message: re-arm on every message.
     timeout_rearm: str = "self"
+    # How long the scheduler lease lasts unrenewed: a dead or frozen holder is replaced
+    # within about this long.
+    scheduler_lease_seconds: float = 5.0
+    # How long a worker's claim on an outbox row holds before another may send it. Past
+    # the Twilio timeout, so a slow send is never taken for a dead one.
+    outbox_claim_seconds: float = 60.0
 
     @property
     def dry_run(self) -> bool:
@@ -162,17 +169,36 @@ class Settings:
             timeout_rearm=get(
                 "TIMEOUT_REARM", lambda k, v: _choice(k, v, ("self", "message"))
             ) or "self",
-        )
+            scheduler_lease_seconds=get("SCHEDULER_LEASE_SECONDS", _lease) or 5.0,
+            outbox_claim_seconds=get("OUTBOX_CLAIM_SECONDS", _number) or 60.0,
+        )._checked()
+
+    def _checked(self) -> Settings:
+        """Checks that join two settings."""
+        if self.outbox_claim_seconds <= self.twilio_http_timeout_seconds:
+            raise ConfigError(
+                "OUTBOX_CLAIM_SECONDS", self.outbox_claim_seconds,
+                f"more than TWILIO_HTTP_TIMEOUT_SECONDS ({self.twilio_http_timeout_seconds}), "
+                "or a slow send would be taken over and sent twice",
+            )
+        return self
 
 
 def _default(value: T | None, default: T) -> T:
     return default if value is None else value
 
 
+def _lease(key: str, raw: str) -> float:
+    value = _number(key, raw)
+    if value < 2:
+        raise ConfigError(key, raw, "at least 2 seconds: the holder renews about every second")
+    return value
+
+
 def _database_url(key: str, raw: str) -> str:
     if "://" not in raw:
         raise ConfigError(key, raw, "a SQLAlchemy URL such as sqlite:///tertulia.db")
-    return raw
+    return normalise_url(raw)
 
 
 def _account_sid(key: str, raw: str) -> str:

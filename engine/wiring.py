@@ -37,14 +37,21 @@ def wire(
     settings: Settings, *, clock: Clock | None = None,
     provider: CredentialProvider | None = None, upgrade: bool = True,
 ) -> Wiring:
-    """Load flows, open (and on SQLite upgrade) the database, and wire the engine."""
+    """Load flows, open the database and wire the conversations.
+
+    The embedded SQLite is upgraded on start (under its write lock, so workers started
+    together do not race); a server database must be upgraded by `tertulia db upgrade`,
+    and a worker refuses, in one line, to run on one that is not at head.
+    """
     flows = load_flows(settings.flows_dir, settings.default_flow)
     db = make_engine(settings.database_url, synchronous=settings.sqlite_synchronous)
     if upgrade and is_sqlite(settings.database_url):
         migrate.upgrade(settings.database_url)
+    elif upgrade:
+        migrate.require_head(settings.database_url)
     store = SqlStore(db)
     clock = clock or SystemClock()
-    engine = Conversations(
+    conversations = Conversations(
         flows=flows, store=store, clock=clock,
         provider=provider or load_provider(
             settings.credential_provider, trial_duration=settings.trial_duration
@@ -54,4 +61,4 @@ def wire(
             trial_cooldown=settings.trial_cooldown,
         ),
     )
-    return Wiring(settings, db, store, flows, engine, clock)
+    return Wiring(settings, db, store, flows, conversations, clock)

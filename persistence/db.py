@@ -17,7 +17,10 @@ from sqlalchemy.engine import make_url
 
 from engine.core.errors import ConfigError
 
-__all__ = ["BUSY_TIMEOUT_MS", "is_sqlite", "make_engine", "sqlite_path"]
+__all__ = [
+    "BUSY_TIMEOUT_MS", "is_postgres", "is_sqlite", "make_engine", "masked_url", "normalise_url",
+    "sqlite_path",
+]
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -29,6 +32,28 @@ def _dumps(value: Any) -> str:
 
 def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
+
+
+def is_postgres(url: str) -> bool:
+    return make_url(url).get_backend_name() == "postgresql"
+
+
+def normalise_url(url: str) -> str:
+    """`postgresql://` and `postgres://` mean psycopg 3, the driver tertulia ships with
+    (SQLAlchemy's default for them is psycopg2, which is not installed)."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url.removeprefix("postgres://")
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return url
+
+
+def masked_url(url: str) -> str:
+    """The URL as it may be printed or logged: the password as stars."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable DATABASE_URL>"
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -47,13 +72,33 @@ def make_engine(url: str, *, synchronous: str = "NORMAL", immediate: bool = True
             "DATABASE_URL", url, f"a file in an existing folder ({path.parent} is missing)"
         )
     if not is_sqlite(url):
-        return create_engine(url, json_serializer=_dumps, pool_pre_ping=True)
+        return _server_engine(url)
     engine = create_engine(
         url, json_serializer=_dumps, pool_size=8, max_overflow=32,
         connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
     )
     _configure_sqlite(engine, synchronous, "BEGIN IMMEDIATE" if immediate else "BEGIN")
     return engine
+
+
+def _server_engine(url: str) -> Engine:
+    if is_postgres(url):
+        _require_psycopg(url)
+    # A worker's threads (writer, dispatcher senders, scheduler, scans) each hold a
+    # connection at times; 8 + 24 covers them without letting N workers exhaust the
+    # server's max_connections (100 by default) at N = 3.
+    return create_engine(normalise_url(url), json_serializer=_dumps, pool_pre_ping=True,
+                         pool_size=8, max_overflow=24)
+
+
+def _require_psycopg(url: str) -> None:
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "DATABASE_URL", masked_url(url),
+            "psycopg 3 installed for a PostgreSQL URL (pip install 'tertulia[postgres]')",
+        ) from None
 
 
 def _configure_sqlite(engine: Engine, synchronous: str, begin: str) -> None:

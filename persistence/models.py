@@ -5,14 +5,26 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Table, Text, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    text,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
-    "Base", "Message", "Session", "SessionEvent", "Trial", "UTCDateTime",
-    "messages", "session_events", "sessions", "trials",
+    "Base", "Lease", "Message", "SendSlot", "Session", "SessionEvent", "Trial", "UTCDateTime",
+    "leases", "messages", "send_slots", "session_events", "sessions", "trials",
 ]
 
 
@@ -86,6 +98,9 @@ class Message(Base):
     sent_at: Mapped[datetime | None]
     # When the dispatcher may try again (retries back off).
     next_attempt_at: Mapped[datetime | None]
+    # The worker sending this row, and until when its claim holds (then another may).
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    claim_until: Mapped[datetime | None]
 
     __table_args__ = (
         Index("uq_messages_twilio_sid", "twilio_sid", unique=True),
@@ -129,6 +144,27 @@ class Trial(Base):
     __table_args__ = (Index("ix_trials_phone", "phone", "issued_at"),)
 
 
+class Lease(Base):
+    """Who holds a role among the workers ('scheduler'), until when, and its fencing
+    token: it grows at every change of holder, and every effect checks it."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(128))
+    token: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[datetime | None]
+
+
+class SendSlot(Base):
+    """The next free send time (epoch seconds) of one Twilio sender, for all workers."""
+
+    __tablename__ = "send_slots"
+
+    sender: Mapped[str] = mapped_column(String(64), primary_key=True)
+    next_slot: Mapped[float] = mapped_column(Float)
+
+
 def _table(model: type[Base]) -> Table:
     table = model.__table__
     assert isinstance(table, Table)
@@ -140,3 +176,5 @@ sessions = _table(Session)
 messages = _table(Message)
 session_events = _table(SessionEvent)
 trials = _table(Trial)
+leases = _table(Lease)
+send_slots = _table(SendSlot)

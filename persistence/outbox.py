@@ -16,7 +16,7 @@ __all__ = [
     "STATUS_RANK",
     "OutRow",
     "apply_status",
-    "claim_heads",
+    "claim",
     "deliver_console",
     "has_due",
     "mark_sent",
@@ -24,7 +24,8 @@ __all__ = [
     "record_failure",
     "record_retry",
     "record_sent",
-    "release_sending",
+    "release_claims",
+    "reserve_slot",
     "unsent",
 ]
 
@@ -45,7 +46,6 @@ def unsent() -> ColumnElement[bool]:
 
 
 _OUTBOX_PREDICATE = "status IN ('pending', 'sending')"
-_SCAN = 500  # rows looked at per claim; heads of later recipients come next round
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,94 +58,127 @@ class OutRow:
     last_inbound_at: datetime
 
 
-def claim_heads(
-    store: SqlStore, write: TxRunner, *, channel: str, now: datetime, busy: set[str], limit: int
+def claim(
+    tx: SqlTx, *, channel: str, now: datetime, worker: str, claim_until: datetime, limit: int
 ) -> list[OutRow]:
-    """The oldest unsent row of each recipient not busy or backing off, marked `sending`.
+    """Claim the oldest unsent row of up to `limit` recipients for `worker`.
 
-    Order per recipient holds because a recipient's later rows wait behind its head.
-    Only the lock holder's single loop claims, so a `sending` row whose recipient is not
-    `busy` in that loop lost its bookkeeping (a failed write after the send): it is
-    claimed again rather than left to block the recipient until a restart.
+    One row per recipient, and only where nothing of that recipient is in flight (its
+    oldest unsent row is ours to send or nobody's), so order per recipient holds across
+    workers. Recipients come oldest head first, so one with a long backlog takes one
+    slot per round like everyone else. A claim past `claim_until` (its worker died or
+    froze) may be taken over. On PostgreSQL, workers claiming at once skip each other's
+    rows (SKIP LOCKED); on SQLite the write lock serialises them.
     """
-    heads: list[OutRow] = []
-    seen: set[str] = set(busy)
-    # The rows in flight come first in id order: they must not use up the scan, or a
-    # claim with a few free workers sees only them and finds nothing to send.
-    scan = min(_SCAN, len(busy) + 8 * limit)
-    # Read without the write lock: only the lock holder's single loop claims rows.
-    with store.reading() as conn:
-        for row in conn.execute(_HEADS, {"channel": channel, "scan": scan}):
-            if row.phone in seen:
-                continue
-            seen.add(row.phone)
-            stale_claim = row.status == "sending"
-            if stale_claim or row.next_attempt_at is None or row.next_attempt_at <= now:
-                heads.append(OutRow(row.id, row.phone, row.body, row.body_redacted or row.body,
-                                    row.attempts, row.last_inbound_at))
-                if len(heads) >= limit:
-                    break
-    if heads:
-        ids = [h.id for h in heads]
-        write(lambda tx: tx.conn.execute(_CLAIM, {"ids": ids}))
-    return heads
-
-
-# Built once, like _SENT below: the dispatcher claims often, and building the join and
-# its cache key showed in its profile next to running it.
-_HEADS = (
-    select(messages.c.id, messages.c.body, messages.c.body_redacted, messages.c.attempts,
-           messages.c.status, messages.c.next_attempt_at, sessions.c.phone,
-           sessions.c.last_inbound_at)
-    .join(sessions, sessions.c.id == messages.c.session_id)
-    .where(messages.c.channel == bindparam("channel"), messages.c.direction == "out",
-           unsent())
-    .order_by(messages.c.id).limit(bindparam("scan"))
-)
-_CLAIM = update(messages).where(messages.c.id.in_(bindparam("ids", expanding=True))) \
-    .values(status="sending")
-
-
-def release_sending(store: SqlStore, channel: str) -> int:
-    """At start: rows a crash left `sending` go back to pending (they may be sent twice)."""
-    with store.transaction() as tx:
-        result = tx.conn.execute(
-            update(messages).where(messages.c.channel == channel, messages.c.status == "sending",
-                                   messages.c.twilio_sid.is_(None))
-            .values(status="pending")
-        )
-    return int(result.rowcount)
-
-
-def record_sent(write: TxRunner, row_id: int, *, sid: str, status: str, now: datetime) -> None:
-    params = {"row_id": row_id, "new_status": status, "sid": sid, "now": now}
-    write(lambda tx: tx.conn.execute(_SENT, params))
-
-
-def record_retry(write: TxRunner, row_id: int, *, code: int | None, next_at: datetime) -> None:
-    statement = update(messages).where(messages.c.id == row_id).values(
-        status="pending", error_code=code, attempts=messages.c.attempts + 1,
-        next_attempt_at=next_at,
+    d = tx.driver
+    rows = tx.execute(
+        _CLAIM + (" FOR UPDATE OF m SKIP LOCKED" if d.postgres else ""),
+        channel=channel, now=d.time_out(now), limit=limit,
+    ).fetchall()
+    if not rows:
+        return []
+    ids = {f"id{i}": row[0] for i, row in enumerate(rows)}
+    tx.execute(
+        "UPDATE messages SET status = 'sending', claimed_by = :worker, "
+        f"claim_until = :until WHERE id IN ({', '.join(':' + k for k in ids)})",
+        worker=worker, until=d.time_out(claim_until), **ids,
     )
-    write(lambda tx: tx.conn.execute(statement))
+    return [OutRow(r[0], r[4], r[1], r[2] or r[1], r[3], d.time_in(r[5]) or now)
+            for r in rows]
+
+
+_HEADS = (
+    "SELECT MIN(h.id) FROM messages h JOIN sessions hs ON hs.id = h.session_id "
+    "WHERE h.channel = :channel AND h.direction = 'out' "
+    "AND h.status IN ('pending', 'sending') AND (h.status = 'pending' OR h.twilio_sid IS NULL) "
+    "GROUP BY hs.phone"
+)
+_CLAIM = (
+    "SELECT m.id, m.body, m.body_redacted, m.attempts, s.phone, s.last_inbound_at "
+    "FROM messages m JOIN sessions s ON s.id = m.session_id "
+    f"WHERE m.id IN ({_HEADS}) AND ("
+    "(m.status = 'pending' AND (m.next_attempt_at IS NULL OR m.next_attempt_at <= :now)) "
+    "OR (m.status = 'sending' AND m.twilio_sid IS NULL "
+    "AND (m.claim_until IS NULL OR m.claim_until <= :now))) "
+    "ORDER BY m.id LIMIT :limit"
+)
+
+
+def reserve_slot(
+    tx: SqlTx, *, row_id: int, worker: str, claim_until: datetime, sender: str, now: float,
+    interval: float,
+) -> float | None:
+    """Extend our claim on the row and take the sender's next send slot (epoch seconds);
+    None, and no slot taken, when the claim is no longer ours."""
+    d = tx.driver
+    held = tx.execute(
+        "UPDATE messages SET claim_until = :until WHERE id = :id AND claimed_by = :worker "
+        "AND status = 'sending'", until=d.time_out(claim_until), id=row_id, worker=worker,
+    ).rowcount
+    if held != 1:
+        return None
+    greatest = "GREATEST" if d.postgres else "MAX"
+    row = tx.execute(
+        f"UPDATE send_slots SET next_slot = {greatest}(next_slot, :now) + :interval "
+        "WHERE sender = :sender RETURNING next_slot",
+        now=now, interval=interval, sender=sender,
+    ).fetchone()
+    if row is None:
+        tx.execute("INSERT INTO send_slots (sender, next_slot) VALUES (:sender, :next)",
+                   sender=sender, next=now + interval)
+        return now
+    return float(row[0]) - interval
+
+
+def release_claims(store: SqlStore, channel: str, worker: str) -> int:
+    """At a clean stop: this worker's unsent claims go back to pending for the others."""
+    with store.transaction() as tx:
+        cursor = tx.execute(
+            "UPDATE messages SET status = 'pending', claimed_by = NULL, claim_until = NULL "
+            "WHERE channel = :channel AND status = 'sending' AND twilio_sid IS NULL "
+            "AND claimed_by = :worker", channel=channel, worker=worker,
+        )
+        return int(cursor.rowcount)
+
+
+# Every outcome is recorded only while the worker's claim holds: a row another worker
+# took over (this one froze past the claim) is that worker's to record. Each returns
+# whether it was recorded.
+
+
+def record_sent(write: TxRunner, row_id: int, *, worker: str, sid: str, status: str,
+                now: datetime) -> bool:
+    params = {"row_id": row_id, "worker": worker, "new_status": status, "sid": sid, "now": now}
+    return bool(write(lambda tx: tx.conn.execute(_SENT, params).rowcount))
+
+
+def record_retry(write: TxRunner, row_id: int, *, worker: str, code: int | None,
+                 next_at: datetime) -> bool:
+    statement = update(messages).where(_claimed(row_id, worker)).values(
+        status="pending", error_code=code, attempts=messages.c.attempts + 1,
+        next_attempt_at=next_at, claim_until=None,
+    )
+    return bool(write(lambda tx: tx.conn.execute(statement).rowcount))
 
 
 def record_failure(
-    write: TxRunner, row_id: int, *, status: str, code: int | None, now: datetime,
-    count_attempt: bool = True,
-) -> None:
+    write: TxRunner, row_id: int, *, worker: str, status: str, code: int | None,
+    now: datetime, count_attempt: bool = True,
+) -> bool:
     """A final outcome without a send: failed, skipped_window or dry_run."""
     attempts = messages.c.attempts + 1 if count_attempt else messages.c.attempts
-    _finish(write, row_id, now=now if status == "dry_run" else None, status=status,
-            error_code=code, attempts=attempts)
-
-
-def _finish(write: TxRunner, row_id: int, *, now: datetime | None, **values: object) -> None:
     # Once a row leaves the outbox, a body that carried a password keeps only its redaction.
-    statement = update(messages).where(messages.c.id == row_id).values(
-        sent_at=now, body=_redacted_body(), body_redacted=None, **values,
+    statement = update(messages).where(_claimed(row_id, worker)).values(
+        sent_at=now if status == "dry_run" else None, body=_redacted_body(),
+        body_redacted=None, status=status, error_code=code, attempts=attempts,
+        claim_until=None,
     )
-    write(lambda tx: tx.conn.execute(statement))
+    return bool(write(lambda tx: tx.conn.execute(statement).rowcount))
+
+
+def _claimed(row_id: int, worker: str) -> ColumnElement[bool]:
+    m = messages.c
+    return and_(m.id == row_id, m.claimed_by == worker, m.status == "sending")
 
 
 def _redacted_body() -> object:
@@ -155,10 +188,13 @@ def _redacted_body() -> object:
 
 # Built once: every send records one, and building the statement cost more than running
 # it. A retried row that got through keeps no error code from its failed tries.
-_SENT = update(messages).where(messages.c.id == bindparam("row_id")).values(
+_SENT = update(messages).where(
+    messages.c.id == bindparam("row_id"), messages.c.claimed_by == bindparam("worker"),
+    messages.c.status == "sending",
+).values(
     status=bindparam("new_status"), twilio_sid=bindparam("sid"), sent_at=bindparam("now"),
     error_code=None, next_attempt_at=None, attempts=messages.c.attempts + 1,
-    body=_redacted_body(), body_redacted=None,
+    body=_redacted_body(), body_redacted=None, claim_until=None,
 )
 
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
-from sqlalchemy import Integer, select, text
+from sqlalchemy import Integer, func, select, text
 
 from engine.core.ports import SessionRecord
 from persistence.models import UTCDateTime, sessions
 from persistence.store import SqlStore, session_from_row
 
-__all__ = ["latest_session", "orphan_jobs", "sessions_without_job"]
+__all__ = ["latest_session", "next_expiry", "orphan_jobs", "sessions_without_job"]
 
 
 
@@ -48,3 +48,14 @@ def orphan_jobs(store: SqlStore, job_prefix: str) -> list[str]:
     with store.reading() as conn:
         params = {"pattern": job_prefix + "%", "start": len(job_prefix) + 1}
         return [str(r.id) for r in conn.execute(query, params)]
+
+
+def next_expiry(store: SqlStore) -> datetime | None:
+    """The earliest expiry of an open session (the partial expiry index's first entry)."""
+    with store.reading() as conn:
+        value = conn.execute(
+            select(func.min(sessions.c.expires_at)).where(sessions.c.closed_at.is_(None))
+        ).scalar_one_or_none()
+    if value is not None and value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value

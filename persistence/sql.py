@@ -17,9 +17,20 @@ from sqlalchemy import Connection, Dialect
 
 from engine.core.errors import StoreError
 
-__all__ = ["Driver"]
+__all__ = ["Driver", "is_transient"]
 
 _NAMED = re.compile(r":(\w+)")
+# PostgreSQL errors a retry of the whole transaction may cure: serialization_failure,
+# deadlock_detected, lock_not_available.
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a DBAPI error is a conflict between transactions rather than a fault."""
+    if getattr(exc, "sqlstate", None) in _TRANSIENT_SQLSTATES:
+        return True
+    # SQLite's busy timeout ran out while another process held the write lock.
+    return "database is locked" in str(exc)
 
 
 class Driver:
@@ -27,9 +38,19 @@ class Driver:
 
     def __init__(self, dialect: Dialect) -> None:
         self._sqlite = dialect.name == "sqlite"
+        self.postgres = dialect.name == "postgresql"
         self._cache: dict[str, str] = {}
         # SQLite serialises writers with BEGIN IMMEDIATE; PostgreSQL needs the row lock.
         self.for_update = "" if self._sqlite else " FOR UPDATE"
+        # The database's own clock, for leases shared by workers on several machines; in
+        # the format of the DateTime columns (naive UTC), so the two compare.
+        self.db_now = ("strftime('%Y-%m-%d %H:%M:%f000', 'now')" if self._sqlite
+                       else "(clock_timestamp() AT TIME ZONE 'UTC')")
+        # The same, `:seconds` later (a float parameter of the statement).
+        self.db_later = (
+            "strftime('%Y-%m-%d %H:%M:%f000', 'now', printf('%+.3f seconds', :seconds))"
+            if self._sqlite
+            else "(clock_timestamp() AT TIME ZONE 'UTC') + make_interval(secs => :seconds)")
         self._errors: type[Exception] = dialect.dbapi.Error  # type: ignore[union-attr]
 
     def sql(self, text: str) -> str:
@@ -50,7 +71,7 @@ class Driver:
         except self._errors as exc:
             # A refused write (disk full, read-only, a broken constraint) is the store's
             # failure, not the flow's: the engine must not answer it with an apology.
-            raise StoreError(f"database error: {exc}") from exc
+            raise StoreError(f"database error: {exc}", transient=is_transient(exc)) from exc
         return cursor
 
     def time_out(self, value: datetime | None) -> Any:

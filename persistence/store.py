@@ -7,18 +7,19 @@ message is five or six small statements and nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine, Row
 from sqlalchemy.exc import DBAPIError
 
-from engine.core.errors import StoreError
-from engine.core.ports import SessionRecord, TrialRecord
-from persistence.sql import Driver
+from engine.core.errors import SessionBusy, StoreError
+from engine.core.ports import Fence, SessionRecord, TrialRecord
+from persistence.sql import Driver, is_transient
 
 __all__ = ["SqlStore", "SqlTx", "TxRunner", "session_from_row"]
 
@@ -46,9 +47,15 @@ class SqlStore:
 
     def __init__(self, db: Engine) -> None:
         self.db = db
-        # Threads of one process queue here instead of in SQLite's sleeping busy handler.
-        self._write_lock = threading.Lock()
         self._driver = Driver(db.dialect)
+        # SQLite takes one writer at a time: threads of one process queue here instead
+        # of in its sleeping busy handler. PostgreSQL serialises per conversation.
+        self._write_lock: AbstractContextManager[object] = (
+            contextlib.nullcontext() if self._driver.postgres else threading.Lock())
+
+    @property
+    def postgres(self) -> bool:
+        return self._driver.postgres
 
     @contextmanager
     def transaction(self) -> Iterator[SqlTx]:
@@ -57,7 +64,8 @@ class SqlStore:
                 with self.db.begin() as conn:
                     yield SqlTx(conn, self._driver)
             except DBAPIError as exc:
-                raise StoreError(f"database error: {exc.orig}") from exc
+                raise StoreError(f"database error: {exc.orig}",
+                                 transient=is_transient(exc.orig or exc)) from exc
 
     def run(self, fn: Callable[[SqlTx], T]) -> T:
         """Run `fn` in a write transaction of its own (the TxRunner of a process without
@@ -80,10 +88,18 @@ class SqlTx:
     """One transaction; implements engine.core.ports.StoreTx with driver-level SQL."""
 
     def __init__(self, conn: Connection, driver: Driver) -> None:
-        self.conn, self._driver = conn, driver
+        self.conn = conn
+        self._driver = driver
 
-    def _run(self, text: str, **params: Any) -> Any:
+    @property
+    def driver(self) -> Driver:
+        return self._driver
+
+    def execute(self, text: str, **params: Any) -> Any:
+        """Driver-level SQL with `:name` parameters; returns the DBAPI cursor."""
         return self._driver.execute(self.conn, text, params)
+
+    _run = execute
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -105,15 +121,44 @@ class SqlTx:
             context=self._driver.json_in(row[9]), closed_at=t(row[10]), close_reason=row[11],
         )
 
+    def lock_conversations(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Serialise with other workers on these (channel, phone) pairs until commit.
+
+        On PostgreSQL a transaction-scoped advisory lock per pair, taken in sorted order
+        so two batches never wait on each other in a cycle. SQLite's BEGIN IMMEDIATE
+        already serialises every writer.
+        """
+        if not self._driver.postgres:
+            return
+        for key in sorted({f"{channel}:{phone}" for channel, phone in keys}):
+            self._run("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))", key=key)
+
+    def _try_lock_conversation(self, channel: str, phone: str) -> bool:
+        row = self._run("SELECT pg_try_advisory_xact_lock(hashtextextended(:key, 0))",
+                        key=f"{channel}:{phone}").fetchone()
+        return bool(row[0])
+
+    def holds(self, fence: Fence) -> bool:
+        row = self._run(
+            "SELECT 1 FROM leases WHERE name = :name AND holder = :holder AND token = :token "
+            f"AND expires_at > {self._driver.db_now}",
+            name=fence.name, holder=fence.holder, token=fence.token,
+        ).fetchone()
+        return row is not None
+
     def overdue(self, now: datetime, limit: int) -> list[int]:
         """Open sessions past their expiry, oldest first (the partial expiry index)."""
         cursor = self._run(
             "SELECT id FROM sessions WHERE closed_at IS NULL AND expires_at <= :now "
-            "ORDER BY expires_at LIMIT :limit", now=self._driver.time_out(now), limit=limit,
+            "ORDER BY expires_at LIMIT :limit"
+            # Workers scanning at once share the work instead of queueing on each other.
+            + (" FOR UPDATE SKIP LOCKED" if self._driver.postgres else ""),
+            now=self._driver.time_out(now), limit=limit,
         )
         return [int(row[0]) for row in cursor.fetchall()]
 
     def open_session(self, channel: str, phone: str) -> SessionRecord | None:
+        self.lock_conversations([(channel, phone)])  # held already in a batch: no cost
         row = self._run(
             f"SELECT {_SESSION_COLUMNS} FROM sessions "
             "WHERE channel = :channel AND phone = :phone AND closed_at IS NULL"
@@ -122,10 +167,29 @@ class SqlTx:
         ).fetchone()
         return self._session(row) if row is not None else None
 
-    def get_session(self, session_id: int) -> SessionRecord | None:
+    def get_session(self, session_id: int, *, wait: bool = True) -> SessionRecord | None:
+        """The row, locked; with `wait` False, SessionBusy if another worker has it.
+
+        A session's row is only ever locked under its conversation's advisory lock, so
+        a message (which takes that lock first) never waits on a row another batch
+        locked: the lock order is always conversation, then row.
+        """
+        if self._driver.postgres and not self._lock_session(session_id, wait=wait):
+            raise SessionBusy(session_id)
         row = self._run(f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = :id"
                         + self._driver.for_update, id=session_id).fetchone()
         return self._session(row) if row is not None else None
+
+    def _lock_session(self, session_id: int, *, wait: bool) -> bool:
+        # channel and phone never change, so reading them unlocked is safe.
+        row = self._run("SELECT channel, phone FROM sessions WHERE id = :id",
+                        id=session_id).fetchone()
+        if row is None:
+            return True
+        if wait:
+            self.lock_conversations([(row[0], row[1])])
+            return True
+        return self._try_lock_conversation(row[0], row[1])
 
     def create_session(
         self, *, channel: str, phone: str, flow: str, state: str, now: datetime,

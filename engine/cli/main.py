@@ -192,10 +192,11 @@ def db() -> None:
 def db_upgrade(revision: str) -> None:
     """Run the Alembic migrations up to REVISION."""
     from persistence import migrate
+    from persistence.db import masked_url
 
     url = _settings().database_url
     migrate.upgrade(url, revision)
-    click.echo(f"database at {revision}: {url}")
+    click.echo(f"database at {revision}: {masked_url(url)}")
 
 
 main.add_command(sessions)

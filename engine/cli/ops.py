@@ -1,7 +1,7 @@
 """Ops commands: `tertulia sessions ...` and `tertulia stats`.
 
-They only write rows; the process holding the scheduler lock (usually `serve`) sends
-any notice they queue within about a second. Phones are masked, passwords never shown.
+They only write rows; any running `serve` worker sends any notice they queue within
+about a second. Phones are masked, passwords never shown.
 """
 
 from __future__ import annotations

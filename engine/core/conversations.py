@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from engine.core.clock import Clock
-from engine.core.errors import StoreError
+from engine.core.errors import LeaseLost, SessionBusy, StoreError
 from engine.core.flow import CompiledFlow, Decision, Turn
 from engine.core.ports import (
     CredentialProvider,
     CredentialRequest,
     Credentials,
+    Fence,
     Inbound,
     Outbound,
     SessionRecord,
@@ -39,6 +40,8 @@ Deferrer = Callable[[Callable[[], object]], object]
 # WhatsApp only delivers free-form messages within 24 h of the user's last message.
 WHATSAPP_WINDOW = timedelta(hours=24)
 _MISSES_BEFORE_OPTIONS = 3
+# When another worker holds a due conversation, its timeout looks again this soon.
+_BUSY_RETRY = timedelta(seconds=1)
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,8 @@ class Conversations:
     def run_batch(self, tx: StoreTx, inbounds: Sequence[Inbound]) -> list[Work]:
         """The writes of several messages inside a transaction someone else commits."""
         now = self.clock.now()
+        # Every conversation of the batch at once, before any other lock: see StoreTx.
+        tx.lock_conversations((inbound.channel, inbound.phone) for inbound in inbounds)
         return [self._one(tx, inbound, now) for inbound in inbounds]
 
     def finish(self, works: Sequence[Work], *, later: Deferrer | None = None
@@ -265,23 +270,31 @@ class Conversations:
 
     # -- closes the scheduler and ops ask for --------------------------------------------
 
-    def expire(self, session_id: int) -> datetime | None:
+    def expire(self, session_id: int, *, fence: Fence | None = None) -> datetime | None:
         """Time out a session if it is due; returns the later expiry to re-arm at, if any."""
         with self._store.transaction() as tx:
-            work, later = self.expire_in(tx, session_id)
+            work, later = self.expire_in(tx, session_id, fence=fence)
         self._publish(work.committed)
         return later
 
-    def expire_in(self, tx: StoreTx, session_id: int) -> tuple[Work, datetime | None]:
+    def expire_in(
+        self, tx: StoreTx, session_id: int, *, fence: Fence | None = None
+    ) -> tuple[Work, datetime | None]:
         """The writes of one timeout inside a transaction someone else commits.
 
         The guard is the row: open and `expires_at <= now`, read under the write lock,
         and the save checks the version read, so a stale job never closes a session a
-        message just renewed. Returns the later expiry when the session was renewed.
+        message just renewed. Returns the later expiry when the session was renewed, or
+        a moment from now when another worker holds the conversation. With a `fence`,
+        nothing happens unless that lease is still held (LeaseLost).
         """
         now = self.clock.now()
         work = Work(tx, now)
-        session = tx.get_session(session_id)
+        _check(tx, fence)
+        try:
+            session = tx.get_session(session_id, wait=False)
+        except SessionBusy:
+            return work, now + _BUSY_RETRY
         if session is None or not session.is_open:
             return work, None
         if session.expires_at > now:
@@ -294,10 +307,11 @@ class Conversations:
         work.committed.fired.append(session_id)
         return work, None
 
-    def warn(self, session_id: int) -> bool:
+    def warn(self, session_id: int, *, fence: Fence | None = None) -> bool:
         """Send the "¿Seguís ahí?" notice once per idle stretch; True if it was sent."""
         warning, now = self.settings.session_warning, self.clock.now()
         with self._store.transaction() as tx:
+            _check(tx, fence)
             session = tx.get_session(session_id)
             if (warning is None or session is None or not session.is_open
                     or session.context.get("warned")
@@ -338,6 +352,11 @@ class Conversations:
             except Exception:
                 # The transaction is committed; a listener must not undo the user's reply.
                 log.exception("listener %r failed", listener)
+
+
+def _check(tx: StoreTx, fence: Fence | None) -> None:
+    if fence is not None and not tx.holds(fence):
+        raise LeaseLost(fence.name, fence.token)
 
 
 def _describe(exc: BaseException) -> str:

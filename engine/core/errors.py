@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 __all__ = [
+    "ClaimLost",
     "ConfigError",
     "CredentialError",
     "FlowDefinitionError",
     "FlowNotFound",
+    "LeaseLost",
+    "SessionBusy",
     "SessionNotFound",
     "StoreError",
     "TertuliaError",
@@ -51,7 +54,40 @@ class SessionNotFound(TertuliaError):
 
 
 class StoreError(TertuliaError):
-    """The database refused or lost a write the engine relies on."""
+    """The database refused or lost a write the engine relies on.
+
+    `transient` marks what a retry of the whole transaction may cure: a deadlock or a
+    serialisation failure between workers, or a lock wait that ran out.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        self.transient = transient
+        super().__init__(message)
+
+
+class ClaimLost(TertuliaError):
+    """A worker's claim on an outbox row lapsed and another worker took the row over."""
+
+    def __init__(self, row_id: int) -> None:
+        self.row_id = row_id
+        super().__init__(f"outbox row {row_id} is no longer claimed by this worker")
+
+
+class LeaseLost(TertuliaError):
+    """A lease holder's effect found the lease gone or taken over: it must not act."""
+
+    def __init__(self, name: str, token: int) -> None:
+        self.name = name
+        self.token = token
+        super().__init__(f"lease {name!r} with token {token} is no longer held")
+
+
+class SessionBusy(TertuliaError):
+    """Another worker's transaction holds this conversation; try again shortly."""
+
+    def __init__(self, session_id: int) -> None:
+        self.session_id = session_id
+        super().__init__(f"session {session_id} is busy in another transaction")
 
 
 class CredentialError(TertuliaError):

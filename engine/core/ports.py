@@ -6,6 +6,7 @@ provider, and a clock (engine.core.clock). persistence/ and channels/ implement 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,6 +17,7 @@ __all__ = [
     "CredentialProvider",
     "CredentialRequest",
     "Credentials",
+    "Fence",
     "Inbound",
     "Outbound",
     "SessionRecord",
@@ -115,12 +117,33 @@ class CredentialProvider(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """A lease as its holder last saw it. An effect made under the lease checks, in its
+    own transaction, that the lease is still this one, so a holder that froze past its
+    expiry cannot act once another worker has taken over."""
+
+    name: str
+    holder: str
+    token: int
+
+
 class StoreTx(Protocol):
     """One serialised transaction: every write of one inbound message, or of one expiry."""
 
+    def lock_conversations(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Hold these (channel, phone) conversations against other workers until commit."""
+        ...
+
     def open_session(self, channel: str, phone: str) -> SessionRecord | None: ...
 
-    def get_session(self, session_id: int) -> SessionRecord | None: ...
+    def get_session(self, session_id: int, *, wait: bool = True) -> SessionRecord | None:
+        """The row, locked; with `wait` False, SessionBusy if another worker holds it."""
+        ...
+
+    def holds(self, fence: Fence) -> bool:
+        """Whether the lease is still held, by the same holder with the same token."""
+        ...
 
     def create_session(
         self, *, channel: str, phone: str, flow: str, state: str, now: datetime,

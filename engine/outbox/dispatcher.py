@@ -12,7 +12,6 @@ import logging
 import random
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -21,12 +20,13 @@ from typing import Protocol
 from engine.channels.twilio import SendFailure, SendResult
 from engine.core.clock import Clock
 from engine.core.conversations import WHATSAPP_WINDOW
-from engine.core.errors import StoreError
+from engine.core.errors import ClaimLost, StoreError
 from engine.core.unit import Committed
+from engine.outbox.pacing import SharedPacer
 from persistence import outbox
 from persistence.store import SqlStore, TxRunner
 
-__all__ = ["Dispatcher", "Pacer", "Sender", "backoff"]
+__all__ = ["Dispatcher", "Sender", "backoff"]
 
 log = logging.getLogger("tertulia.outbox")
 CHANNEL = "whatsapp"
@@ -56,58 +56,26 @@ def backoff(failures: int) -> float:
     return min(_BACKOFF_CAP, 2.0 ** (failures - 1)) * _JITTER.uniform(0.5, 1.0)
 
 
-class Pacer:
-    """Spaces sends 1/rate apart and never lets one second hold more than `rate` of them.
-
-    Spacing alone let a late thread's slot bunch with the next ones: the outbox bench
-    saw 89 arrivals in one second at 80 MPS. The window of the last `rate` slots caps
-    it, plus slack for the time between the slot and Twilio's clock: the sender takes
-    its slot once the request is built (TwilioSender's `pace`); with 2 ms of slack the
-    bench still saw 81 in a second, and 10 ms did once in the first second (new
-    connections), so 20 ms: a ceiling of 80/1.02 = 78.4/s.
-
-    A caller less than one interval late keeps the schedule, so the next slot comes
-    that much sooner: a thread that wakes a few milliseconds late does not push every
-    later slot back. Later than that, the schedule restarts from the late slot, so an
-    idle pacer never lets a burst through.
-    """
-
-    def __init__(self, rate: float, slack: float = 0.020, *,
-                 monotonic: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        self._interval, self._next, self._slack = 1.0 / rate, 0.0, slack
-        self._recent: deque[float] = deque(maxlen=max(1, int(rate)))
-        self._lock = threading.Lock()
-        self._monotonic, self._sleep = monotonic, sleep
-
-    def wait(self) -> float:
-        """Block until this caller's slot; returns the slot (on the `monotonic` clock)."""
-        with self._lock:
-            now = self._monotonic()
-            slot = max(now, self._next)
-            if len(self._recent) == self._recent.maxlen:
-                slot = max(slot, self._recent[0] + 1.0 + self._slack)
-            self._recent.append(slot)
-            on_schedule = slot - self._next < self._interval
-            self._next = (self._next if on_schedule else slot) + self._interval
-        if slot > now:
-            self._sleep(slot - now)
-        return slot
-
-
 class Dispatcher:
-    """One per process that holds the scheduler lock; `sender_factory` None means dry run."""
+    """One per worker; `sender_factory` None means dry run."""
 
     def __init__(
         self, store: SqlStore, clock: Clock, *, sender_factory: Callable[[], Sender] | None,
         max_attempts: int, max_mps: float, workers: int = WORKERS,
         on_result: Callable[[str], None] = lambda outcome: None, write: TxRunner | None = None,
+        worker: str = "solo", claim_seconds: float = 60.0, sender_key: str = "default",
     ) -> None:
-        self._store, self._clock, self._factory = store, clock, sender_factory
+        self._store = store
+        self._clock = clock
+        self._factory = sender_factory
         # Bookkeeping goes through the process's single writer when it has one, so it
         # never queues for the write lock against the webhooks' transactions.
         self._write: TxRunner = write or store.run
-        self._max_attempts, self._pacer = max_attempts, Pacer(max_mps)
+        self._worker = worker
+        self._claim = timedelta(seconds=claim_seconds)
+        self._sender_key = sender_key
+        self._max_attempts = max_attempts
+        self._pacer = SharedPacer(max_mps, self._reserve)
         self._workers, self._on_result = workers, on_result
         self._wake, self._stopping = threading.Event(), threading.Event()
         self._busy: set[str] = set()
@@ -121,12 +89,21 @@ class Dispatcher:
     # -- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> None:
-        released = outbox.release_sending(self._store, CHANNEL)
-        if released:
-            log.warning("outbox: %d message(s) were in flight at the last stop; resending "
-                        "them (the recipient may get a duplicate)", released)
+        # Rows a dead worker left `sending` are taken over once their claim lapses
+        # (OUTBOX_CLAIM_SECONDS); they may reach the recipient twice, and only they.
         self.running = True
         self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _reserve(self, now: float, interval: float) -> float | None:
+        row_id = self._local.row_id
+        until = self._clock.now() + self._claim
+        return self._write(lambda tx: outbox.reserve_slot(
+            tx, row_id=row_id, worker=self._worker, claim_until=until,
+            sender=self._sender_key, now=now, interval=interval))
 
     def wake(self) -> None:
         self._wake.set()
@@ -146,7 +123,7 @@ class Dispatcher:
         if self._thread.is_alive():
             self._thread.join(timeout=max(0.1, deadline - time.monotonic()))
         self._pool.shutdown(wait=True, cancel_futures=True)
-        outbox.release_sending(self._store, CHANNEL)
+        outbox.release_claims(self._store, CHANNEL, self._worker)
         for sender in self._senders:
             sender.close()
         self.running = False
@@ -178,9 +155,11 @@ class Dispatcher:
             # once that is no longer so, a batch of rows at a time. Claiming after every
             # send (a read and a write each) kept this loop at 0.17-0.20 of a core at 80/s.
             return
-        heads = outbox.claim_heads(self._store, self._write, channel=CHANNEL,
-                                   now=self._clock.now(),
-                                   busy=busy, limit=free)
+        now = self._clock.now()
+        heads = self._write(lambda tx: outbox.claim(
+            tx, channel=CHANNEL, now=now, worker=self._worker, claim_until=now + self._claim,
+            limit=free))
+        heads = [row for row in heads if row.phone not in busy]
         for row in heads:
             with self._busy_lock:
                 self._busy.add(row.phone)
@@ -201,29 +180,36 @@ class Dispatcher:
         now = self._clock.now()
         if self._factory is None:
             log.info("DRY RUN to %s: %s", row.phone, row.log_body)
-            outbox.record_failure(self._write, row.id, status="dry_run", code=None, now=now,
-                                  count_attempt=False)
+            outbox.record_failure(self._write, row.id, worker=self._worker, status="dry_run",
+                                  code=None, now=now, count_attempt=False)
             self._on_result("dry_run")
         elif now - row.last_inbound_at > WHATSAPP_WINDOW:
             log.info("outbox: message %s to %s skipped: outside the 24-hour window",
                      row.id, row.phone)
-            outbox.record_failure(self._write, row.id, status="skipped_window", code=None,
-                                  now=now, count_attempt=False)
+            outbox.record_failure(self._write, row.id, worker=self._worker,
+                                  status="skipped_window", code=None, now=now,
+                                  count_attempt=False)
             self._on_result("skipped_window")
         else:
             self._send(row)
 
     def _send(self, row: outbox.OutRow) -> None:
         sender = self._sender()  # built before the slot, or the first sends bunch up
+        self._local.row_id = row.id
         try:
-            result = sender.send(row.phone, row.body, self._pacer.wait)
+            result = sender.send(row.phone, row.body, lambda: self._pacer.wait(row.id))
         except SendFailure as failure:
             self._failed(row, failure)
             return
+        except ClaimLost:
+            log.warning("outbox: message %s: this worker's claim lapsed and another worker "
+                        "took it over; not sent from here", row.id)
+            return
         now = self._clock.now()
         # Twilio has the message now: losing that fact would mean sending it twice.
-        self._record(row, lambda: outbox.record_sent(self._write, row.id, sid=result.sid,
-                                                     status=result.status, now=now))
+        self._record(row, lambda: outbox.record_sent(self._write, row.id, worker=self._worker,
+                                                     sid=result.sid, status=result.status,
+                                                     now=now))
         self._on_result("sent")
 
     def _failed(self, row: outbox.OutRow, failure: SendFailure) -> None:
@@ -232,23 +218,26 @@ class Dispatcher:
             delay = backoff(attempts)
             log.warning("outbox: message %s to %s failed (%s); retry %d in %.1f s",
                         row.id, row.phone, failure, attempts, delay)
-            outbox.record_retry(self._write, row.id, code=failure.code,
+            outbox.record_retry(self._write, row.id, worker=self._worker, code=failure.code,
                                 next_at=self._clock.now() + timedelta(seconds=delay))
             self._on_result("retry")
             return
         why = f"gave up after {attempts} attempts" if failure.retryable else "permanent error"
         log.error("outbox: message %s to %s failed: %s (%s)", row.id, row.phone, failure, why)
-        outbox.record_failure(self._write, row.id, status="failed",
+        outbox.record_failure(self._write, row.id, worker=self._worker, status="failed",
                               code=failure.code or failure.status, now=self._clock.now())
         self._on_result("failed")
 
-    def _record(self, row: outbox.OutRow, write: Callable[[], None]) -> None:
+    def _record(self, row: outbox.OutRow, write: Callable[[], bool]) -> None:
         """Write an outcome, retrying while the database refuses; the recipient stays
         busy meanwhile, so its later messages keep their place behind this one."""
         deadline = time.monotonic() + _RECORD_PATIENCE
         while True:
             try:
-                write()
+                if not write():
+                    log.warning("outbox: message %s was sent, but another worker had taken "
+                                "it over meanwhile; its outcome is that worker's to record",
+                                row.id)
                 return
             except StoreError as exc:
                 if self._stopping.is_set() or time.monotonic() > deadline:

@@ -25,6 +25,7 @@ from sqlalchemy import Engine as DbEngine
 from sqlalchemy.exc import SQLAlchemyError
 
 from engine.core.conversations import Conversations
+from engine.core.ports import Fence
 from engine.core.unit import Committed
 from persistence import queries
 from persistence.store import SqlStore
@@ -45,14 +46,20 @@ class _TolerantJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
     """APScheduler's SQL job store, minus one way to die.
 
     APScheduler removes a fired date job from the store with no error handling: if the
-    database refuses the write (disk full, read-only), the scheduler's thread dies and
-    no timeout fires again until a restart. Here the failure is logged instead; the job
-    row stays, fires again once the database is back, and finds the session closed.
+    database refuses the write (disk full, read-only), or the job is already gone
+    (JobLookupError), the scheduler's thread dies and no timeout fires again until a
+    restart. Here the failure is logged instead; the job row stays, fires again once the
+    database is back, and finds the session closed.
     """
 
     def remove_job(self, job_id: str) -> None:
         try:
             super().remove_job(job_id)
+        except JobLookupError:
+            # Someone else removed it first: a process that closed the session (`sessions
+            # close`), or a scheduler that froze past its lease. Gone is what we wanted;
+            # raising here would kill the scheduler's thread.
+            pass
         except SQLAlchemyError as exc:
             log.error("could not remove job %s (%s); it will fire again", job_id, exc)
             # The row stays due, so the scheduler would loop on it at once: while the
@@ -62,6 +69,8 @@ class _TolerantJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
     def update_job(self, job: Any) -> None:
         try:
             super().update_job(job)
+        except JobLookupError:
+            log.info("job %s was removed by another process meanwhile", job.id)
         except SQLAlchemyError as exc:
             log.error("could not update job %s (%s)", job.id, exc)
 
@@ -91,17 +100,21 @@ def heartbeat() -> None:
 
 
 class Timeouts:
-    """The scheduler of one process. Only the scheduler-lock holder runs jobs."""
+    """The scheduler of one worker. Only the scheduler lease's holder runs jobs."""
 
     def __init__(
         self, conversations: Conversations, jobs_db: DbEngine, *, warning: timedelta | None = None,
         rearm_on_message: bool = False, on_tick: Callable[[], None] = lambda: None,
-        batch: Callable[[int, Callable[[datetime | None], None]], None] | None = None,
+        batch: Callable[[int, Fence, Callable[[datetime | None], None]], None] | None = None,
+        fence: Callable[[], Fence | None] = lambda: None,
     ) -> None:
         self.conversations = conversations
         self._warning = warning
         self._rearm_on_message = rearm_on_message
-        self._on_tick, self._batch = on_tick, batch
+        self._on_tick = on_tick
+        self._batch = batch
+        # The lease this process acts under; None when another worker holds it.
+        self._fence = fence
         self.store = _TolerantJobStore(engine=jobs_db)
         self.scheduler = BackgroundScheduler(
             # The heartbeat lives in memory: it is this process's, not stored data.
@@ -126,9 +139,20 @@ class Timeouts:
         self.active = run_jobs
 
     def take_over(self) -> None:
-        """This process now holds the scheduler lock: start running jobs."""
+        """This worker now holds the scheduler lease: start running jobs."""
         self.scheduler.resume()
         self.active = True
+
+    def pause(self) -> None:
+        """Another worker holds the lease now: stop running jobs, keep writing them."""
+        if self.active:
+            self.scheduler.pause()
+            self.active = False
+
+    def thread_alive(self) -> bool:
+        # APScheduler 3 has no public handle on its thread; the attribute is stable.
+        thread = getattr(self.scheduler, "_thread", None)
+        return thread is not None and bool(thread.is_alive())
 
     def _start_heartbeat(self) -> None:
         self.scheduler.add_job(HEARTBEAT, "interval", seconds=1, id="heartbeat",
@@ -179,12 +203,22 @@ class Timeouts:
 
     def on_fire(self, session_id: int) -> None:
         """The job fired. With a group-commit writer the expiry joins its next batch (the
-        job thread does not wait); a crash before that commit is the sweep's to repair."""
+        job thread does not wait); a crash before that commit is the sweep's to repair.
+
+        Only under the scheduler lease: a scheduler that froze past its lease and woke
+        up must not act (its job is gone from the store; the new holder's sweep and the
+        overdue scan see to the session).
+        """
+        fence = self._fence()
+        if fence is None:
+            log.info("timeout job for session %s fired without the scheduler lease; left "
+                     "to the lease holder", session_id)
+            return
         if self._batch is not None:
-            self._batch(session_id, lambda later: self.after_expire(session_id, later))
+            self._batch(session_id, fence, lambda later: self.after_expire(session_id, later))
             return
         try:
-            self.after_expire(session_id, self.conversations.expire(session_id))
+            self.after_expire(session_id, self.conversations.expire(session_id, fence=fence))
         except Exception:
             # Left to the sweep: it re-arms or expires sessions that have no job.
             log.exception("timeout job for session %s failed", session_id)
@@ -195,8 +229,9 @@ class Timeouts:
 
     def _rearm(self, session_id: int, expires_at: datetime) -> None:
         now = self.conversations.clock.now()
-        if self._warning is not None and now >= expires_at - self._warning:
-            self.conversations.warn(session_id)
+        fence = self._fence()
+        if self._warning is not None and now >= expires_at - self._warning and fence:
+            self.conversations.warn(session_id, fence=fence)
             run_at = expires_at
         else:
             run_at = self._first_wake(expires_at)

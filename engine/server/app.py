@@ -201,8 +201,12 @@ async def _drain(hooks: _Webhooks, seconds: float = 10.0) -> None:
 
 
 def _health(worker: Worker) -> Response:
-    body: dict[str, Any] = {"status": "ok", "scheduler": "active" if worker.holder
-                            else "standby", "dry_run": worker.settings.dry_run}
+    """Liveness and readiness, and this worker's true role (DESIGN.md, Scale-out)."""
+    role = worker.health()
+    body: dict[str, Any] = {"status": "ok", **role, "dry_run": worker.settings.dry_run}
+    if not role["ok"]:
+        body["status"] = "unhealthy"
+        return JSONResponse(body, status_code=503)
     try:
         with worker.store.reading() as conn:
             conn.execute(text("SELECT 1"))

@@ -14,7 +14,9 @@ import contextlib
 import functools
 import logging
 import queue
+import random
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,13 +25,16 @@ from typing import Any, TypeVar
 
 from engine.core.conversations import Conversations
 from engine.core.errors import StoreError
-from engine.core.ports import Inbound, Outbound
+from engine.core.ports import Fence, Inbound, Outbound
 from engine.core.unit import Work
 from persistence.store import SqlStore, SqlTx
 
 __all__ = ["Writer"]
 
 log = logging.getLogger("tertulia.writer")
+# A batch that lost a conflict with another worker is run again, this many times in all.
+_ATTEMPTS = 5
+_RETRY_PAUSE = 0.02
 T = TypeVar("T")
 _STOP = object()
 
@@ -43,6 +48,7 @@ class _Message:
 @dataclass(frozen=True, slots=True)
 class _Expiry:
     session_id: int
+    fence: Fence | None
     then: Callable[[datetime | None], None]
 
 
@@ -51,6 +57,7 @@ class _Scan:
     """Expire every overdue session in this round (see Writer.expire_overdue)."""
 
     limit: int
+    future: Future[int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +88,10 @@ class Writer:
         self.running = True
         self._thread.start()
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def submit(self, inbound: Inbound) -> asyncio.Future[list[Outbound]]:
         """Queue a message from the running event loop; the future resolves on that loop
         after the commit that holds it."""
@@ -99,23 +110,29 @@ class Writer:
         self._queue.put(_Write(fn, future))
         return future.result()
 
-    def expire(self, session_id: int, then: Callable[[datetime | None], None]) -> None:
+    def expire(self, session_id: int, fence: Fence | None,
+               then: Callable[[datetime | None], None]) -> None:
         """Queue a timeout; after its commit `then` gets the later expiry, if renewed."""
         if not self.running:
-            then(self._conversations.expire(session_id))
+            then(self._conversations.expire(session_id, fence=fence))
             return
-        self._queue.put(_Expiry(session_id, then))
+        self._queue.put(_Expiry(session_id, fence, then))
 
-    def expire_overdue(self, limit: int = 5000) -> None:
+    def expire_overdue(self, limit: int = 1000) -> Future[int]:
         """Expire overdue sessions in the next round, many per commit.
 
         Their jobs are the wake-up call, but APScheduler removes each fired job in a
         transaction of its own, a few hundred a second at best: 10k sessions due within
         10 s waited up to 47 s. This scan, run every second by the heartbeat, closes them
         in batches; their jobs fire later, find the session closed and do nothing.
+        The future gets how many were expired once they are committed.
         """
+        future: Future[int] = Future()
         if self.running:
-            self._queue.put(_Scan(limit))
+            self._queue.put(_Scan(limit, future))
+        else:
+            future.set_result(0)
+        return future
 
     def stop(self) -> None:
         """Commit what is queued, then stop."""
@@ -154,18 +171,13 @@ class Writer:
         expiries = [item for item in batch if isinstance(item, _Expiry)]
         scans = [item for item in batch if isinstance(item, _Scan)]
         try:
-            with self._store.transaction() as tx:
-                done = [self._apply(tx, write.fn) for write in writes]
-                expired = [self._apply(tx, functools.partial(self._conversations.expire_in,
-                                                             session_id=e.session_id))
-                           for e in expiries]
-                swept = self._scan(tx, scans[0].limit) if scans else []
-                works = self._conversations.run_batch(tx, [m.inbound for m in messages])
+            outcome = self._transact(messages, writes, expiries, scans)
         except BaseException as exc:
-            self._fail(messages, writes, expiries, exc)
+            self._fail(messages, writes, expiries, scans, exc)
             if not isinstance(exc, Exception):
                 raise
             return
+        works, done, expired, swept = outcome
         for write, (result, error) in zip(writes, done, strict=True):
             if error is None:
                 write.future.set_result(result)
@@ -174,19 +186,44 @@ class Writer:
         self._conversations.finish([r[0] for r, _ in expired if r is not None] + swept)
         for expiry, (result, error) in zip(expiries, expired, strict=True):
             self._after_expiry(expiry, None if error else result[1])
+        for scan in scans:
+            scan.future.set_result(len(swept))
         replies = self._conversations.finish(works, later=self._issue_later)
         _settle(messages, replies, None)
+
+    def _transact(self, messages: list[_Message], writes: list[_Write],
+                  expiries: list[_Expiry], scans: list[_Scan]) -> Any:
+        """The batch's one transaction, run again when it lost a conflict with another
+        worker (a deadlock or serialisation failure): nothing was committed or told."""
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                with self._store.transaction() as tx:
+                    # Messages first: they take their conversations' locks before anything
+                    # else in the transaction holds a lock (see SqlTx.lock_conversations).
+                    works = self._conversations.run_batch(tx, [m.inbound for m in messages])
+                    done = [self._apply(tx, write.fn) for write in writes]
+                    expired = [self._apply(tx, functools.partial(
+                        self._conversations.expire_in, session_id=e.session_id, fence=e.fence))
+                        for e in expiries]
+                    swept = self._scan(tx, scans[0].limit) if scans else []
+                return works, done, expired, swept
+            except StoreError as exc:
+                if not exc.transient or attempt == _ATTEMPTS:
+                    raise
+                log.warning("writer: batch lost a conflict with another worker (%s); "
+                            "retrying (%d/%d)", exc, attempt, _ATTEMPTS - 1)
+                time.sleep(_RETRY_PAUSE * attempt * random.uniform(0.5, 1.5))
+        raise AssertionError("unreachable")
 
     def _scan(self, tx: SqlTx, limit: int) -> list[Work]:
         works = []
         for session_id in tx.overdue(self._conversations.clock.now(), limit):
             (result, error) = self._apply(
                 tx, functools.partial(self._conversations.expire_in, session_id=session_id))
-            if error is None:
-                work, _later = result
+            if error is None and result[0].committed.fired:
                 # Leave the job in place: it fires, finds the session closed, and is
                 # removed by APScheduler as usual (removing it here would contend).
-                works.append(work)
+                works.append(result[0])
         return works
 
     @staticmethod
@@ -198,10 +235,12 @@ class Writer:
                           expiry.session_id)
 
     def _fail(self, messages: list[_Message], writes: list[_Write], expiries: list[_Expiry],
-              exc: BaseException) -> None:
+              scans: list[_Scan], exc: BaseException) -> None:
         _settle(messages, [None] * len(messages), exc)
         for write in writes:
             write.future.set_exception(exc)
+        for scan in scans:
+            scan.future.set_exception(exc)
         if expiries:
             # APScheduler fires the job again while its row stays (the removal failed as
             # well), or the sweep expires the session once the job is gone.

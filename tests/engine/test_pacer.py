@@ -1,83 +1,106 @@
-"""The outbox pacer's schedule, on a fake clock: spacing, the 1 s window, idle time."""
+"""The shared pacer, on a real SQLite database and a fake clock: TWILIO_MAX_MPS holds
+summed over every worker, and a send only leaves while its worker's claim holds."""
 
 from __future__ import annotations
 
-import itertools
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
-from engine.outbox.dispatcher import Pacer
+import pytest
+from sqlalchemy import text
+
+from engine.core.errors import ClaimLost
+from engine.outbox.pacing import SharedPacer
+from engine.wiring import Wiring
+from persistence import outbox
+from persistence.store import SqlStore
+
+SENDER = "whatsapp:+14155238886"
 
 
 class FakeTime:
-    """A monotonic clock that only moves when someone sleeps or a test advances it."""
+    """Epoch seconds that move only when someone sleeps (plus an optional oversleep)."""
 
     def __init__(self) -> None:
-        self.now = 1000.0
+        self.now = 1_800_000_000.0
+        self.oversleep = 0.0
 
-    def monotonic(self) -> float:
+    def time(self) -> float:
         return self.now
 
     def sleep(self, seconds: float) -> None:
-        self.now += seconds
+        self.now += seconds + self.oversleep
 
 
-def busiest_window(slots: list[float], window: float = 1.0) -> int:
-    start, best = 0, 0
-    for end, t in enumerate(slots):
-        while t - slots[start] >= window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
+def claimed_row(store: SqlStore, worker: str) -> int:
+    """An outbound row claimed by `worker`, as the dispatcher's claim leaves it."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    with store.transaction() as tx:
+        tx.conn.execute(text(
+            "INSERT INTO sessions (channel, phone, flow, state, started_at, last_inbound_at, "
+            "expires_at, version, context) VALUES ('whatsapp', :phone, 'trial', "
+            "'greeting', :now, :now, :now, 1, '{}')"), {"now": now, "phone": f"+54911{worker}"})
+        session_id = tx.conn.execute(text("SELECT max(id) FROM sessions")).scalar_one()
+        tx.conn.execute(text(
+            "INSERT INTO messages (session_id, channel, direction, body, status, attempts, "
+            "created_at, claimed_by, claim_until) VALUES (:sid, 'whatsapp', 'out', 'hola', "
+            "'sending', 0, :now, :worker, :now)"), {"sid": session_id, "now": now,
+                                                   "worker": worker})
+        return int(tx.conn.execute(text("SELECT max(id) FROM messages")).scalar_one())
 
 
-def test_a_backlog_is_sent_one_interval_apart_and_never_above_the_rate() -> None:
+def reserver(store: SqlStore, worker: str, row_id: int) -> Callable[[float, float], float | None]:
+    until = datetime.now(UTC) + timedelta(minutes=1)
+    return lambda now, interval: store.run(lambda tx: outbox.reserve_slot(
+        tx, row_id=row_id, worker=worker, claim_until=until, sender=SENDER, now=now,
+        interval=interval))
+
+
+def busiest_window(times: list[float]) -> int:
+    times = sorted(times)
+    return max(sum(1 for t in times[i:] if t < start + 1.0) for i, start in enumerate(times))
+
+
+def test_two_workers_together_never_exceed_the_rate_in_any_second(wiring: Wiring) -> None:
     clock = FakeTime()
-    pacer = Pacer(80, monotonic=clock.monotonic, sleep=clock.sleep)
-    slots = [pacer.wait() for _ in range(400)]
-    gaps = [b - a for a, b in itertools.pairwise(slots)]
-    assert min(gaps) >= 1 / 80 - 1e-9
-    assert busiest_window(slots) == 80
-    # The slack is the only slowdown: 400 sends take 5 s and a few hundredths, not more.
-    assert slots[-1] - slots[0] < 399 / 80 + 5 * 0.021
+    pacers = []
+    for worker in ("w1", "w2"):
+        row = claimed_row(wiring.store, worker)
+        pacers.append((SharedPacer(10, reserver(wiring.store, worker, row),
+                                   clock=clock.time, sleep=clock.sleep), row))
+    sent = [pacers[i % 2][0].wait(pacers[i % 2][1]) for i in range(60)]
+    assert busiest_window(sent) <= 10
+    # Spaced by (1 + slack) / rate: the ceiling is rate / 1.02, not far below the rate.
+    assert (sent[-1] - sent[0]) / 59 == pytest.approx(1.02 / 10)
 
 
-def test_callers_that_come_a_little_late_do_not_lower_the_rate() -> None:
-    # One sender thread that needs 5 ms, then 18 ms, between its sends: 11.5 ms on
-    # average, under the 12.5 ms interval, but late for every other slot.
+def test_a_send_that_wakes_late_takes_a_new_slot_instead_of_bunching(wiring: Wiring) -> None:
     clock = FakeTime()
-    pacer = Pacer(80, monotonic=clock.monotonic, sleep=clock.sleep)
-    slots = []
-    for n in range(400):
-        slots.append(pacer.wait())
-        clock.now += 0.005 if n % 2 else 0.018
-    assert busiest_window(slots) <= 80
-    assert slots[-1] - slots[0] < 399 / 80 + 5 * 0.021
+    row = claimed_row(wiring.store, "w1")
+    pacer = SharedPacer(10, reserve=reserver(wiring.store, "w1", row), clock=clock.time,
+                        sleep=clock.sleep)
+    pacer.wait(row)
+    clock.oversleep = 0.05  # every sleep overshoots by more than the 20 ms of slack
+    slot = pacer.wait(row)
+    assert clock.now > slot  # it did oversleep...
+    assert clock.now - slot <= 0.05 + 1e-9
+    clock.oversleep = 0.0
+    left = [pacer.wait(row) for _ in range(3)]
+    assert left == sorted(left)
+    assert all(b - a == pytest.approx(pacer.interval) for a, b in zip(left, left[1:],
+                                                                        strict=False))
 
 
-def test_late_callers_never_bunch_into_one_second_above_the_rate() -> None:
-    # Threads that arrive late (a burst after a stall) must not use up the slots they
-    # missed: the window of the last `rate` slots holds them back.
+def test_a_send_whose_claim_was_taken_over_raises_claim_lost(wiring: Wiring) -> None:
     clock = FakeTime()
-    pacer = Pacer(10, monotonic=clock.monotonic, sleep=clock.sleep)
-    slots = [pacer.wait() for _ in range(5)]
-    clock.now += 0.35  # a stall: nobody asked for the next few slots
-    slots += [pacer.wait() for _ in range(30)]
-    assert busiest_window(slots) <= 10
-
-
-def test_a_send_that_reaches_the_wire_late_by_less_than_the_slack_stays_within_the_rate(
-) -> None:
-    clock = FakeTime()
-    pacer = Pacer(10, monotonic=clock.monotonic, sleep=clock.sleep)  # the default slack
-    slots = [pacer.wait() for _ in range(40)]
-    for late in range(len(slots)):
-        arrivals = sorted(s + (0.0099 if i == late else 0.0) for i, s in enumerate(slots))
-        assert busiest_window(arrivals) <= 10, f"send {late} arriving 9.9 ms late"
-
-
-def test_an_idle_pacer_lets_the_next_send_go_at_once() -> None:
-    clock = FakeTime()
-    pacer = Pacer(80, monotonic=clock.monotonic, sleep=clock.sleep)
-    pacer.wait()
-    clock.now += 5.0
-    before = clock.now
-    assert pacer.wait() == before
+    row = claimed_row(wiring.store, "w1")
+    with wiring.store.transaction() as tx:  # another worker took the row over
+        tx.conn.execute(text("UPDATE messages SET claimed_by = 'w2' WHERE id = :id"),
+                        {"id": row})
+    pacer = SharedPacer(10, reserve=reserver(wiring.store, "w1", row), clock=clock.time,
+                        sleep=clock.sleep)
+    with pytest.raises(ClaimLost):
+        pacer.wait(row)
+    with wiring.db.connect() as conn:
+        slots = conn.execute(text("SELECT count(*) FROM send_slots")).scalar_one()
+    assert slots == 0, "no slot is used up by a send that will not happen"
