@@ -21,6 +21,8 @@ class Trial(Flow):
     states = ["greeting", "trial_request", "credentials", "closed", "timeout", "cancelled"]
     initial = "greeting"
     final = ["closed", "timeout", "cancelled"]
+    # The reasons ops read in sessions.close_reason besides the engine's (goodbye, ...).
+    close_reasons = {"credentials_delivered": "closed", "trial_refused": "closed"}
     credentials_state = "credentials"
 
     # -- texts ---------------------------------------------------------------------------

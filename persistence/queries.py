@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Integer, select, text
+from sqlalchemy import Integer, func, select, text
 
 from engine.core.ports import SessionRecord
 from persistence.models import UTCDateTime, sessions
 from persistence.store import SqlStore, session_from_row
 
-__all__ = ["latest_session", "orphan_jobs", "sessions_without_job"]
-
+__all__ = ["close_reason_counts", "latest_session", "orphan_jobs", "sessions_without_job"]
 
 
 def latest_session(store: SqlStore, channel: str, phone: str) -> SessionRecord | None:
@@ -48,3 +47,11 @@ def orphan_jobs(store: SqlStore, job_prefix: str) -> list[str]:
     with store.reading() as conn:
         params = {"pattern": job_prefix + "%", "start": len(job_prefix) + 1}
         return [str(r.id) for r in conn.execute(query, params)]
+
+
+def close_reason_counts(store: SqlStore) -> dict[str, int]:
+    """Closed sessions by close_reason: whatever reasons the rows hold."""
+    reason = sessions.c.close_reason
+    query = select(reason, func.count()).where(reason.is_not(None)).group_by(reason)
+    with store.reading() as conn:
+        return {str(r): int(n) for r, n in conn.execute(query)}

@@ -12,7 +12,6 @@ from datetime import datetime
 from typing import Any, Protocol
 
 __all__ = [
-    "CLOSE_REASONS",
     "CredentialProvider",
     "CredentialRequest",
     "Credentials",
@@ -23,19 +22,6 @@ __all__ = [
     "StoreTx",
     "TrialRecord",
 ]
-
-# close_reason -> the final state it leads to (DESIGN.md, "Tables").
-CLOSE_REASONS: dict[str, str] = {
-    "credentials_delivered": "closed",
-    "trial_refused": "closed",
-    "goodbye": "closed",
-    "keyword": "closed",
-    "admin": "closed",
-    "error": "closed",
-    "cancelled": "cancelled",
-    "timeout": "timeout",
-}
-
 
 @dataclass(frozen=True, slots=True)
 class Inbound:
