@@ -8,6 +8,7 @@ the engine reaches from any open state (inactivity, "cancelar"), and a goodbye
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from engine import Decision, Flow, Turn, step
 
@@ -111,6 +112,10 @@ class Trial(Flow):
             return turn.stay("invalid_email", text=text[:60])
         turn.context["email"] = text.lower()
         return turn.move("take_email")
+
+    def credential_details(self, context: dict[str, Any]) -> dict[str, str]:
+        """The provider makes the username from the name; it gets the email too."""
+        return {"name": str(context.get("name", "")), "email": str(context.get("email", ""))}
 
     @step("credentials")
     def deliver(self, turn: Turn) -> Decision:

@@ -213,11 +213,11 @@ class Conversations:
     # -- credentials, outside the write lock ---------------------------------------------
 
     def _issue(self, session: SessionRecord, flow: CompiledFlow) -> list[Outbound]:
-        request = CredentialRequest(
-            key=str(session.id), phone=session.phone, name=str(session.context.get("name", "")),
-            email=str(session.context.get("email", "")), now=self.clock.now(),
-        )
         try:
+            request = CredentialRequest(
+                key=str(session.id), phone=session.phone, now=self.clock.now(),
+                details=dict(flow.instance.credential_details(session.context)),
+            )
             credentials = self._provider.issue(request)
             return self._deliver(session.id, flow, credentials)
         except StoreError:

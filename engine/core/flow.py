@@ -142,6 +142,10 @@ class Flow:
     error, admin, keyword) need no declaring; any other one is declared in
     `close_reasons`, mapping it to the final state it leads to, e.g.
     `close_reasons = {"booked": "closed"}`.
+
+    A flow with a `credentials_state` builds what the credential provider receives in
+    `credential_details` (CredentialRequest.details); by default it sends nothing but
+    the phone.
     """
 
     name: ClassVar[str]
@@ -165,6 +169,10 @@ class Flow:
     def start(self, turn: Turn) -> Decision:
         """The answer to the first message of a conversation."""
         return turn.stay(self.start_text)
+
+    def credential_details(self, context: dict[str, Any]) -> Mapping[str, str]:
+        """What the credential provider receives besides the phone, from the context."""
+        return {}
 
 
 StepFn = Callable[[Flow, Turn], Decision]

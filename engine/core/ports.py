@@ -6,6 +6,7 @@ provider, and a clock (engine.core.clock). persistence/ and channels/ implement 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -78,13 +79,16 @@ class TrialRecord:
 
 @dataclass(frozen=True, slots=True)
 class CredentialRequest:
-    """What a provider needs; `key` (the session id) makes retries idempotent."""
+    """What a provider receives; `key` (the session id) makes retries idempotent.
+
+    `details` is what the flow's `credential_details` returns for the session (the
+    trial flow sends the name and email it collected); the engine adds nothing to it.
+    """
 
     key: str
     phone: str
-    name: str
-    email: str
     now: datetime
+    details: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

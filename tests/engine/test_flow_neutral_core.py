@@ -1,4 +1,5 @@
-"""The core knows no particular flow: a flow brings its own close reasons.
+"""The core knows no particular flow: a flow brings its own close reasons, and builds
+what its credential provider receives.
 
 Each test writes its flow into a FLOWS_DIR of its own, loads it by path as `serve`
 does, and checks what users receive and what ops read (rows, `tertulia stats`,
@@ -11,7 +12,8 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,8 @@ from prometheus_client import generate_latest
 
 from engine.core.clock import FakeClock
 from engine.core.errors import FlowDefinitionError
-from engine.core.ports import Inbound
+from engine.core.flow import BASE_TEXTS
+from engine.core.ports import CredentialRequest, Credentials, Inbound
 from engine.flowfiles import check_files, load_flows
 from engine.server.worker import Worker
 from engine.wiring import Wiring
@@ -197,3 +200,106 @@ def test_a_bad_close_reasons_declaration_is_named_with_its_fix(
     assert first.startswith(f"{path}: ") and "Fix: " in first and "\n" not in first
     for fragment in expected:
         assert fragment in first, first
+
+
+# -- what the credential provider receives -------------------------------------------------
+
+# A flow that issues an account for a plan it asked about, and builds the provider's
+# request from its own context keys.
+RENTAL = '''
+from typing import Any
+
+from engine import Decision, Flow, Turn, step
+
+
+class Rental(Flow):
+    name = "rental"
+
+    states = ["plan", "issuing", "closed", "timeout", "cancelled"]
+    initial = "plan"
+    final = ["closed", "timeout", "cancelled"]
+    close_reasons = {"account_ready": "closed"}
+    credentials_state = "issuing"
+
+    texts = {"greeting": "¿Qué plan querés? (chico o grande)", "wait": "Un momento…",
+             "ready": "Tu usuario es {username}."}
+    transitions = [
+        {"trigger": "choose", "source": "plan", "dest": "issuing"},
+        {"trigger": "ready", "source": "issuing", "dest": "closed", "say": "ready",
+         "reason": "account_ready"},
+    ]
+
+    @step("plan")
+    def choose(self, turn: Turn) -> Decision:
+        """Any word is the plan."""
+        turn.context["plan"] = turn.text.strip().lower()
+        return turn.move("choose")
+
+    DETAILS
+
+    @step("issuing")
+    def issue(self, turn: Turn) -> Decision:
+        """Hand over the username."""
+        if turn.credentials is None:
+            return turn.stay("wait")
+        return turn.move("ready", username=turn.credentials.username)
+'''
+WITH_DETAILS = '''def credential_details(self, context: dict[str, Any]) -> dict[str, str]:
+        """The provider sizes the account by plan."""
+        return {"plan": context["plan"]}'''
+
+
+class Recording:
+    """A provider that keeps every request it got."""
+
+    def __init__(self) -> None:
+        self.requests: list[CredentialRequest] = []
+
+    def issue(self, request: CredentialRequest) -> Credentials:
+        self.requests.append(request)
+        return Credentials(username=f"user-{len(self.requests)}", password="s3cret-pass",
+                           expires_at=request.now + timedelta(hours=1))
+
+
+@pytest.mark.parametrize(("details", "expected"), [
+    (WITH_DETAILS, {"plan": "grande"}),
+    ("", {}),  # a flow that does not say gets the default: nothing but the phone
+], ids=["flow_builds_details", "default_is_empty"])
+def test_the_provider_gets_what_the_flow_builds(
+    tmp_path: Path, make_wiring: Callable[..., Wiring], clock: FakeClock,
+    details: str, expected: dict[str, str],
+) -> None:
+    flows = tmp_path / "flows"
+    write_flow(flows, RENTAL.replace("DETAILS", details), "rental.py")
+    provider = Recording()
+    wiring = make_wiring(provider=provider, FLOWS_DIR=str(flows), DEFAULT_FLOW="rental")
+
+    assert say(wiring, "hola", 1) == ["¿Qué plan querés? (chico o grande)"]
+    assert say(wiring, "Grande", 2) == ["Tu usuario es user-1."]
+
+    (request,) = provider.requests
+    session = session_row(wiring)
+    assert request == CredentialRequest(key=str(session["id"]), phone=PHONE, now=clock.now(),
+                                        details=expected)
+    assert (session["state"], session["close_reason"]) == ("closed", "account_ready")
+    assert rows(wiring, "SELECT username FROM trials") == [{"username": "user-1"}]
+
+
+def test_a_failing_credential_details_apologises_and_closes_with_error(
+    tmp_path: Path, make_wiring: Callable[..., Wiring],
+) -> None:
+    flows = tmp_path / "flows"
+    write_flow(flows, RENTAL.replace("DETAILS", WITH_DETAILS.replace(
+        'context["plan"]', 'context["plann"]')), "rental.py")
+    provider = Recording()
+    wiring = make_wiring(provider=provider, FLOWS_DIR=str(flows), DEFAULT_FLOW="rental")
+
+    say(wiring, "hola", 1)
+    replies = say(wiring, "chico", 2)
+
+    assert replies == [BASE_TEXTS["apology"]]
+    assert provider.requests == []
+    session = session_row(wiring)
+    assert (session["state"], session["close_reason"]) == ("closed", "error")
+    event = rows(wiring, "SELECT trigger, detail FROM session_events ORDER BY id DESC")[0]
+    assert event["trigger"] == "fail" and "KeyError" in event["detail"]
