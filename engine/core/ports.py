@@ -63,6 +63,10 @@ class SessionRecord:
     context: dict[str, Any] = field(default_factory=dict)
     closed_at: datetime | None = None
     close_reason: str | None = None
+    # The engine's own bookkeeping, kept apart from the flow's context: messages not
+    # understood in a row, and whether this idle stretch got the warning already.
+    misses: int = 0
+    warned: bool = False
 
     @property
     def is_open(self) -> bool:

@@ -15,6 +15,7 @@ import textwrap
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
@@ -89,7 +90,7 @@ def say(wiring: Wiring, text: str, n: int, phone: str = PHONE) -> list[str]:
     return [o.body for o in wiring.conversations.handle(inbound)]
 
 
-def session_row(wiring: Wiring, phone: str = PHONE) -> dict[str, object]:
+def session_row(wiring: Wiring, phone: str = PHONE) -> dict[str, Any]:
     return rows(wiring, "SELECT * FROM sessions WHERE phone = :p ORDER BY id DESC LIMIT 1",
                 p=phone)[0]
 
@@ -303,3 +304,75 @@ def test_a_failing_credential_details_apologises_and_closes_with_error(
     assert (session["state"], session["close_reason"]) == ("closed", "error")
     event = rows(wiring, "SELECT trigger, detail FROM session_events ORDER BY id DESC")[0]
     assert event["trigger"] == "fail" and "KeyError" in event["detail"]
+
+
+# -- the engine's bookkeeping stays out of the flow's context ------------------------------
+
+# A flow that keeps keys named like the engine's old bookkeeping in its own context.
+TALLY = '''
+from engine import Decision, Flow, Turn, step
+
+
+class Tally(Flow):
+    name = "tally"
+
+    states = ["counting", "closed", "timeout", "cancelled"]
+    initial = "counting"
+    final = ["closed", "timeout", "cancelled"]
+    close_reasons = {"counted": "closed"}
+
+    texts = {"greeting": "Mandame números; *listo* para terminar.",
+             "noted": "Van {misses} números ({warned}).", "done": "Total: {misses}."}
+    transitions = [
+        {"trigger": "finish", "source": "counting", "dest": "closed", "say": "done",
+         "reason": "counted"},
+    ]
+
+    @step("counting")
+    def count(self, turn: Turn) -> Decision:
+        """A number adds one; *listo* ends."""
+        text = turn.text.strip()
+        if text.isdigit():
+            turn.context["misses"] = turn.context.get("misses", 0) + 1
+            turn.context["warned"] = "avisado"
+            return turn.stay("noted")
+        if text == "listo":
+            return turn.move("finish")
+        return turn.not_understood()
+'''
+
+
+def test_a_flow_may_keep_misses_and_warned_in_its_context(
+    tmp_path: Path, make_wiring: Callable[..., Wiring], clock: FakeClock,
+) -> None:
+    flows = tmp_path / "flows"
+    write_flow(flows, TALLY, "tally.py")
+    wiring = make_wiring(FLOWS_DIR=str(flows), DEFAULT_FLOW="tally",
+                         SESSION_WARNING_SECONDS="30")
+
+    say(wiring, "hola", 1)
+    assert say(wiring, "7", 2) == ["Van 1 números (avisado)."]
+    # Three messages it cannot place: two re-prompts, then the options (the engine's count).
+    assert say(wiring, "eh", 3) == [BASE_TEXTS["not_understood"]]
+    assert say(wiring, "qué", 4) == [BASE_TEXTS["not_understood"]]
+    session = session_row(wiring)
+    assert (session["misses"], session["context"]) == (2, '{"misses":1,"warned":"avisado"}')
+    assert say(wiring, "mmm", 5) == [BASE_TEXTS["options"]]
+    assert say(wiring, "8", 6) == ["Van 2 números (avisado)."]
+
+    # The warning is the engine's too: it goes out once, and the flow's key stays.
+    clock.advance(timedelta(minutes=3) - timedelta(seconds=20))
+    assert wiring.conversations.warn(session["id"])
+    assert not wiring.conversations.warn(session["id"])
+    session = session_row(wiring)
+    assert (session["misses"], session["warned"]) == (0, 1)
+    assert session["context"] == '{"misses":2,"warned":"avisado"}'
+
+    assert say(wiring, "listo", 7) == ["Total: 2."]
+    session = session_row(wiring)
+    assert (session["state"], session["close_reason"]) == ("closed", "counted")
+    assert (session["misses"], session["warned"]) == (0, 0)
+    assert session["context"] == '{"misses":2,"warned":"avisado"}'
+    bodies = [r["body"] for r in rows(wiring, "SELECT body FROM messages "
+                                      "WHERE direction = 'out' ORDER BY id")]
+    assert bodies.count(BASE_TEXTS["warning"]) == 1
