@@ -77,7 +77,10 @@ def _says(row: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 def _check_header(cls: type[Flow], report: _Report) -> bool:
-    name = getattr(cls, "name", None)
+    try:
+        name: object = cls.name
+    except AttributeError:  # Flow only annotates it
+        name = None
     if not isinstance(name, str) or not name.isidentifier():
         report.add(f"class {cls.__name__}", f"name is {name!r}", "set name = 'my_flow' (a word)")
         return False
