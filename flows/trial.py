@@ -8,6 +8,7 @@ the engine reaches from any open state (inactivity, "cancelar"), and a goodbye
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from engine import Decision, Flow, Turn, step
 
@@ -21,6 +22,8 @@ class Trial(Flow):
     states = ["greeting", "trial_request", "credentials", "closed", "timeout", "cancelled"]
     initial = "greeting"
     final = ["closed", "timeout", "cancelled"]
+    # The reasons ops read in sessions.close_reason besides the engine's (goodbye, ...).
+    close_reasons = {"credentials_delivered": "closed", "trial_refused": "closed"}
     credentials_state = "credentials"
 
     # -- texts ---------------------------------------------------------------------------
@@ -109,6 +112,10 @@ class Trial(Flow):
             return turn.stay("invalid_email", text=text[:60])
         turn.context["email"] = text.lower()
         return turn.move("take_email")
+
+    def credential_details(self, context: dict[str, Any]) -> dict[str, str]:
+        """The provider makes the username from the name; it gets the email too."""
+        return {"name": str(context.get("name", "")), "email": str(context.get("email", ""))}
 
     @step("credentials")
     def deliver(self, turn: Turn) -> Decision:

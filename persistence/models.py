@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -16,6 +17,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -64,6 +66,10 @@ class Session(Base):
     close_reason: Mapped[str | None] = mapped_column(String(32))
     version: Mapped[int] = mapped_column(Integer, default=1)
     context: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The engine's bookkeeping, apart from the flow's context: messages not understood
+    # in a row, and whether this idle stretch already got the "¿Seguís ahí?" notice.
+    misses: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    warned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     __table_args__ = (
         Index(

@@ -10,7 +10,10 @@ from engine.core.ports import SessionRecord
 from persistence.models import UTCDateTime, sessions
 from persistence.store import SqlStore, session_from_row
 
-__all__ = ["latest_session", "next_expiry", "orphan_jobs", "sessions_without_job"]
+__all__ = [
+    "close_reason_counts", "latest_session", "next_expiry", "orphan_jobs",
+    "sessions_without_job",
+]
 
 
 
@@ -59,3 +62,11 @@ def next_expiry(store: SqlStore) -> datetime | None:
     if value is not None and value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value
+
+
+def close_reason_counts(store: SqlStore) -> dict[str, int]:
+    """Closed sessions by close_reason: whatever reasons the rows hold."""
+    reason = sessions.c.close_reason
+    query = select(reason, func.count()).where(reason.is_not(None)).group_by(reason)
+    with store.reading() as conn:
+        return {str(r): int(n) for r, n in conn.execute(query)}

@@ -32,7 +32,8 @@ def session_from_row(row: Row[Any]) -> SessionRecord:
         id=row.id, channel=row.channel, phone=row.phone, flow=row.flow, state=row.state,
         started_at=row.started_at, last_inbound_at=row.last_inbound_at,
         expires_at=row.expires_at, version=row.version, context=dict(row.context or {}),
-        closed_at=row.closed_at, close_reason=row.close_reason,
+        closed_at=row.closed_at, close_reason=row.close_reason, misses=row.misses,
+        warned=bool(row.warned),
     )
 
 
@@ -81,7 +82,7 @@ class SqlStore:
 
 
 _SESSION_COLUMNS = ("id, channel, phone, flow, state, started_at, last_inbound_at, expires_at, "
-                    "version, context, closed_at, close_reason")
+                    "version, context, closed_at, close_reason, misses, warned")
 
 
 class SqlTx:
@@ -119,6 +120,7 @@ class SqlTx:
             started_at=t(row[5]), last_inbound_at=t(row[6]),  # type: ignore[arg-type]
             expires_at=t(row[7]), version=row[8],  # type: ignore[arg-type]
             context=self._driver.json_in(row[9]), closed_at=t(row[10]), close_reason=row[11],
+            misses=row[12], warned=bool(row[13]),
         )
 
     def lock_conversations(self, keys: Iterable[tuple[str, str]]) -> None:
@@ -227,12 +229,13 @@ class SqlTx:
         cursor = self._run(
             "UPDATE sessions SET state = :state, last_inbound_at = :last_inbound_at, "
             "expires_at = :expires_at, closed_at = :closed_at, close_reason = :close_reason, "
-            "version = :new_version, context = :context "
+            "version = :new_version, context = :context, misses = :misses, warned = :warned "
             "WHERE id = :id AND version = :read_version",
             state=record.state, last_inbound_at=d.time_out(record.last_inbound_at),
             expires_at=d.time_out(record.expires_at), closed_at=d.time_out(record.closed_at),
             close_reason=record.close_reason, new_version=read_version + 1,
-            context=d.json_out(record.context), id=record.id, read_version=read_version,
+            context=d.json_out(record.context), misses=record.misses, warned=record.warned,
+            id=record.id, read_version=read_version,
         )
         if cursor.rowcount != 1:
             return False

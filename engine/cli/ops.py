@@ -19,7 +19,7 @@ from engine.monitoring.logs import mask_phone
 from engine.scheduling.timeouts import forget
 from engine.settings import load_settings
 from engine.wiring import Wiring, wire
-from persistence import ops
+from persistence import ops, queries
 
 __all__ = ["sessions", "stats"]
 
@@ -132,12 +132,14 @@ def _targets(wiring: Wiring, target: str) -> list[int]:
 
 @click.command()
 def stats() -> None:
-    """Print the stats block once."""
-    from engine.monitoring.metrics import stats_block
+    """Print the stats block once, then the closed sessions by reason."""
+    from engine.monitoring.metrics import closes_block, stats_block
 
     wiring = _services()
     try:
         click.echo(stats_block(wiring.store, wiring.clock.now(),
                                wiring.settings.session_timeout))
+        click.echo(closes_block(queries.close_reason_counts(wiring.store),
+                                wiring.flows.close_reasons()))
     finally:
         wiring.close()

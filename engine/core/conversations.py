@@ -188,7 +188,7 @@ class Conversations:
         if not decision.understood:
             self._miss(work, session, flow)
             return
-        session.context.pop("misses", None)
+        session.misses = 0
         values = {**session.context, **decision.values}
         for key in decision.say:
             work.say(session, flow, key, values)
@@ -199,14 +199,13 @@ class Conversations:
         self._closing_keywords(work, session, flow)
 
     def _miss(self, work: Work, session: SessionRecord, flow: CompiledFlow) -> None:
-        misses = int(session.context.get("misses", 0)) + 1
-        if misses >= _MISSES_BEFORE_OPTIONS:
+        session.misses += 1
+        if session.misses >= _MISSES_BEFORE_OPTIONS:
             work.say(session, flow, "options")
-            misses = 0
+            session.misses = 0
         else:
             work.say(session, flow, flow.cls.reprompts.get(session.state, "not_understood"),
                      session.context)
-        session.context["misses"] = misses
 
     def _closing_keywords(self, work: Work, session: SessionRecord, flow: CompiledFlow) -> None:
         if not flow.closing_keywords or not session.is_open:
@@ -218,11 +217,11 @@ class Conversations:
     # -- credentials, outside the write lock ---------------------------------------------
 
     def _issue(self, session: SessionRecord, flow: CompiledFlow) -> list[Outbound]:
-        request = CredentialRequest(
-            key=str(session.id), phone=session.phone, name=str(session.context.get("name", "")),
-            email=str(session.context.get("email", "")), now=self.clock.now(),
-        )
         try:
+            request = CredentialRequest(
+                key=str(session.id), phone=session.phone, now=self.clock.now(),
+                details=dict(flow.instance.credential_details(session.context)),
+            )
             credentials = self._provider.issue(request)
             return self._deliver(session.id, flow, credentials)
         except StoreError:
@@ -314,13 +313,13 @@ class Conversations:
             _check(tx, fence)
             session = tx.get_session(session_id)
             if (warning is None or session is None or not session.is_open
-                    or session.context.get("warned")
+                    or session.warned
                     or not session.expires_at - warning <= now < session.expires_at
                     or now - session.last_inbound_at >= WHATSAPP_WINDOW):
                 return False
             work = Work(tx, now)
             work.touch(session)
-            session.context["warned"] = True
+            session.warned = True
             work.say(session, self.flows.get(session.flow), "warning")
             work.committed.warned.append(session)
             work.flush()

@@ -19,6 +19,7 @@ from engine.core.ports import Credentials, TrialRecord
 
 __all__ = [
     "BASE_TEXTS",
+    "ENGINE_CLOSE_REASONS",
     "ENGINE_TRIGGERS",
     "CompiledFlow",
     "Decision",
@@ -57,6 +58,12 @@ ENGINE_TRIGGERS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "fail": ("closed", "error", ("apology",)),
     "admin_close": ("closed", "admin", ("admin_closed",)),
     "keyword_close": ("closed", "keyword", ()),
+}
+
+# The engine's own close reasons -> the final state each leads to. Any other reason is
+# declared by the flow whose transitions write it (Flow.close_reasons).
+ENGINE_CLOSE_REASONS: dict[str, str] = {
+    reason: dest for dest, reason, _ in ENGINE_TRIGGERS.values()
 }
 
 F = TypeVar("F", bound=Callable[..., "Decision"])
@@ -128,12 +135,25 @@ class Turn:
 
 
 class Flow:
-    """Base class of every flow. Subclasses fill in the class attributes below."""
+    """Base class of every flow. Subclasses fill in the class attributes below.
+
+    A transition into a final state carries a `reason`, which ops read in
+    `sessions.close_reason`. The engine's own reasons (goodbye, cancelled, timeout,
+    error, admin, keyword) need no declaring; any other one is declared in
+    `close_reasons`, mapping it to the final state it leads to, e.g.
+    `close_reasons = {"booked": "closed"}`.
+
+    A flow with a `credentials_state` builds what the credential provider receives in
+    `credential_details` (CredentialRequest.details); by default it sends nothing but
+    the phone.
+    """
 
     name: ClassVar[str]
     states: ClassVar[Sequence[str]]
     initial: ClassVar[str]
     final: ClassVar[Sequence[str]] = ("closed", "timeout", "cancelled")
+    # The flow's own close reasons -> the final state each leads to.
+    close_reasons: ClassVar[Mapping[str, str]] = {}
     texts: ClassVar[Mapping[str, str]] = {}
     transitions: ClassVar[Sequence[Mapping[str, Any]]] = ()
     # state -> text key sent when a message in that state is not understood.
@@ -149,6 +169,10 @@ class Flow:
     def start(self, turn: Turn) -> Decision:
         """The answer to the first message of a conversation."""
         return turn.stay(self.start_text)
+
+    def credential_details(self, context: dict[str, Any]) -> Mapping[str, str]:
+        """What the credential provider receives besides the phone, from the context."""
+        return {}
 
 
 StepFn = Callable[[Flow, Turn], Decision]
@@ -189,6 +213,8 @@ class CompiledFlow:
         self.intents = Intents(extra=cls.vocabulary or None)
         self.closing_keywords = tuple(k.casefold() for k in cls.closing_keywords)
         self.credentials_state = cls.credentials_state
+        # Every reason a session of this flow can close with -> its final state.
+        self.close_reasons: dict[str, str] = {**cls.close_reasons, **ENGINE_CLOSE_REASONS}
         self._routes = {(r.trigger, r.source): r for r in routes}
         self.routes = routes
         self.machine = Machine(

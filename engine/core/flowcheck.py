@@ -13,13 +13,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from engine.core.errors import FlowDefinitionError
-from engine.core.flow import BASE_TEXTS, ENGINE_TRIGGERS, Flow, Route, StepFn
-from engine.core.ports import CLOSE_REASONS
+from engine.core.flow import BASE_TEXTS, ENGINE_CLOSE_REASONS, ENGINE_TRIGGERS, Flow, Route, StepFn
 
 __all__ = ["check_flow", "routes_of", "steps_of"]
 
 REQUIRED_FINAL = ("closed", "timeout", "cancelled")
 _ROW_KEYS = frozenset({"trigger", "source", "dest", "say", "reason"})
+_REASON_MAX = 32  # sessions.close_reason is a String(32)
 
 
 class _Report:
@@ -36,6 +36,7 @@ def check_flow(cls: type[Flow], file: str) -> list[FlowDefinitionError]:
     report = _Report(file)
     if not _check_header(cls, report):
         return report.problems
+    _check_close_reasons(cls, report)
     routes = _check_table(cls, report)
     _check_steps(cls, routes, report)
     _check_texts(cls, report)
@@ -76,7 +77,10 @@ def _says(row: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 def _check_header(cls: type[Flow], report: _Report) -> bool:
-    name = getattr(cls, "name", None)
+    try:
+        name: object = cls.name
+    except AttributeError:  # Flow only annotates it
+        name = None
     if not isinstance(name, str) or not name.isidentifier():
         report.add(f"class {cls.__name__}", f"name is {name!r}", "set name = 'my_flow' (a word)")
         return False
@@ -126,20 +130,54 @@ def _check_table(cls: type[Flow], report: _Report) -> list[Route]:
     return routes_of(cls)
 
 
+def _check_close_reasons(cls: type[Flow], report: _Report) -> None:
+    declared = cls.close_reasons
+    if not isinstance(declared, Mapping):
+        report.add("close_reasons", f"it is {declared!r}, not a mapping",
+                   "write close_reasons = {'booked': 'closed'} (reason -> final state)")
+        return
+    final = sorted(cls.final)
+    for reason, state in declared.items():
+        where = f"close_reasons[{reason!r}]"
+        if not isinstance(reason, str) or not reason.isidentifier():
+            report.add(where, "a reason must be a word", "name it like 'booked'")
+        elif len(reason) > _REASON_MAX:
+            report.add(where, f"the reason is longer than {_REASON_MAX} characters",
+                       "shorten it; sessions.close_reason holds 32")
+        elif reason in ENGINE_CLOSE_REASONS:
+            report.add(where, f"{reason!r} is one of the engine's own reasons",
+                       "remove it from close_reasons; the engine's need no declaring")
+        elif state not in cls.final:
+            report.add(where, f"it leads to {state!r}, which is not a final state",
+                       f"map it to one of {final}")
+
+
+def _close_reasons(cls: type[Flow]) -> dict[str, str]:
+    declared = cls.close_reasons if isinstance(cls.close_reasons, Mapping) else {}
+    return {**declared, **ENGINE_CLOSE_REASONS}
+
+
 def _check_reason(cls: type[Flow], row: Mapping[str, Any], where: str, report: _Report) -> None:
     dest, reason = row.get("dest"), row.get("reason")
     if dest not in cls.states:
         return  # already reported as an unknown state; advice about reasons would mislead
-    if dest in cls.final:
-        valid = sorted(r for r, state in CLOSE_REASONS.items() if state == dest)
-        if CLOSE_REASONS.get(str(reason)) != dest:
-            report.add(
-                where, f"a transition to final state {dest!r} has reason {reason!r}",
-                f"set 'reason' to one of {valid}",
-            )
-    elif reason is not None:
-        report.add(where, f"reason {reason!r} on a transition to open state {dest!r}",
-                   "drop 'reason'; only closing transitions have one")
+    if dest not in cls.final:
+        if reason is not None:
+            report.add(where, f"reason {reason!r} on a transition to open state {dest!r}",
+                       "drop 'reason'; only closing transitions have one")
+        return
+    reasons = _close_reasons(cls)
+    valid = sorted(r for r, state in reasons.items() if state == dest)
+    if isinstance(reason, str) and reason.isidentifier() and reason not in reasons:
+        report.add(where, f"reason {reason!r} is neither the engine's nor in close_reasons",
+                   f"declare it with close_reasons = {{{reason!r}: {dest!r}}}, "
+                   f"or use one of {valid}")
+    elif reasons.get(str(reason)) != dest:
+        report.add(
+            where, f"a transition to final state {dest!r} has reason {reason!r}",
+            f"set 'reason' to one of {valid}" if valid
+            else f"declare one with close_reasons = {{{dest!r}: {dest!r}}}",
+        )
 
 
 def _check_text(cls: type[Flow], key: object, where: str, report: _Report) -> None:

@@ -6,14 +6,13 @@ provider, and a clock (engine.core.clock). persistence/ and channels/ implement 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
 __all__ = [
-    "CLOSE_REASONS",
     "CredentialProvider",
     "CredentialRequest",
     "Credentials",
@@ -25,19 +24,6 @@ __all__ = [
     "StoreTx",
     "TrialRecord",
 ]
-
-# close_reason -> the final state it leads to (DESIGN.md, "Tables").
-CLOSE_REASONS: dict[str, str] = {
-    "credentials_delivered": "closed",
-    "trial_refused": "closed",
-    "goodbye": "closed",
-    "keyword": "closed",
-    "admin": "closed",
-    "error": "closed",
-    "cancelled": "cancelled",
-    "timeout": "timeout",
-}
-
 
 @dataclass(frozen=True, slots=True)
 class Inbound:
@@ -78,6 +64,10 @@ class SessionRecord:
     context: dict[str, Any] = field(default_factory=dict)
     closed_at: datetime | None = None
     close_reason: str | None = None
+    # The engine's own bookkeeping, kept apart from the flow's context: messages not
+    # understood in a row, and whether this idle stretch got the warning already.
+    misses: int = 0
+    warned: bool = False
 
     @property
     def is_open(self) -> bool:
@@ -94,13 +84,16 @@ class TrialRecord:
 
 @dataclass(frozen=True, slots=True)
 class CredentialRequest:
-    """What a provider needs; `key` (the session id) makes retries idempotent."""
+    """What a provider receives; `key` (the session id) makes retries idempotent.
+
+    `details` is what the flow's `credential_details` returns for the session (the
+    trial flow sends the name and email it collected); the engine adds nothing to it.
+    """
 
     key: str
     phone: str
-    name: str
-    email: str
     now: datetime
+    details: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

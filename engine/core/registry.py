@@ -28,5 +28,9 @@ class FlowRegistry:
         except KeyError:
             raise FlowNotFound(name, list(self.flows)) from None
 
+    def close_reasons(self) -> list[str]:
+        """Every reason a session can close with: the engine's and each flow's own."""
+        return sorted({reason for flow in self for reason in flow.close_reasons})
+
     def __iter__(self) -> Iterator[CompiledFlow]:
         return iter(self.flows.values())

@@ -53,7 +53,7 @@ class Work:
         self.touch(session)
         session.last_inbound_at = self.now
         session.expires_at = self.now + timeout
-        session.context.pop("warned", None)
+        session.warned = False
         if not created:
             self.committed.renewed.append(session)
 

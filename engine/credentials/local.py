@@ -19,7 +19,7 @@ _ALPHABET = string.ascii_letters + string.digits
 
 
 class LocalCredentialProvider:
-    """Makes a username from the name plus digits and a random password.
+    """Makes a username from `details["name"]` plus digits, and a random password.
 
     It keeps no state: the engine records the trial in `trials`, keyed by the session,
     so a retry with the same key issues a fresh password but never a second trial.
@@ -31,7 +31,7 @@ class LocalCredentialProvider:
 
     def issue(self, request: CredentialRequest) -> Credentials:
         return Credentials(
-            username=_username(request.name),
+            username=_username(request.details.get("name", "")),
             password="".join(secrets.choice(_ALPHABET) for _ in range(12)),
             expires_at=request.now + self.trial_duration,
             login_url=self.login_url,

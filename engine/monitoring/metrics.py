@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -17,7 +17,7 @@ from persistence import outbox
 from persistence.models import messages, sessions
 from persistence.store import SqlStore
 
-__all__ = ["Metrics", "lifecycle_logger", "stats_block"]
+__all__ = ["Metrics", "closes_block", "lifecycle_logger", "stats_block"]
 
 log = logging.getLogger("tertulia.sessions")
 
@@ -63,6 +63,14 @@ def stats_block(store: SqlStore, now: datetime, timeout: timedelta) -> str:
     return "\n".join(lines)
 
 
+def closes_block(counts: Mapping[str, int], known: Iterable[str]) -> str:
+    """Closed sessions by reason: every reason the rows hold, and the known ones at 0."""
+    lines = ["🔚 Sesiones cerradas por motivo:"]
+    for reason in sorted({*counts, *known}):
+        lines.append(f"   - {reason}: {counts.get(reason, 0)}")
+    return "\n".join(lines)
+
+
 class _TableGauges(Collector):
     """Gauges read from the tables at scrape time, so every process reports the truth."""
 
@@ -91,12 +99,14 @@ class _TableGauges(Collector):
 class Metrics:
     """The process's Prometheus metrics, in a registry of its own."""
 
-    def __init__(self, store: SqlStore) -> None:
+    def __init__(self, store: SqlStore, *, close_reasons: Iterable[str] = ()) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.messages = Counter("tertulia_messages", "Messages", ["direction"], registry=r)
         self.closes = Counter("tertulia_session_closes", "Sessions closed", ["reason"],
                               registry=r)
+        for reason in close_reasons:  # known reasons show at 0 before their first close
+            self.closes.labels(reason)
         self.timeouts = Counter("tertulia_timeouts_fired", "Timeouts fired", registry=r)
         self.timeout_lag = Histogram(
             "tertulia_timeout_lag_seconds", "Delay from expires_at to the close", registry=r,

@@ -59,7 +59,7 @@ class Worker:
         self.conversations = self.wiring.conversations
         self.store = self.wiring.store
         self.clock = self.wiring.clock
-        self.metrics = Metrics(self.store)
+        self.metrics = Metrics(self.store, close_reasons=self.wiring.flows.close_reasons())
         self._jobs_db = make_engine(settings.database_url, synchronous=settings.sqlite_synchronous,
                                     immediate=False)
         self.writer = Writer(self.conversations, self.store)

@@ -224,9 +224,13 @@ def test_stats_prints_the_block_once(filled: Filled) -> None:
     assert out.count(STATS_HEADER) == 1 and lines[0] == STATS_HEADER
     assert lines[1] == f"👥 Sesiones activas: 2 (timeout: {FILLED_TIMEOUT_MINUTES} min)"
     assert lines[2] == "👥 Sesiones activas:"
-    assert len(lines) == 5
-    for line in lines[3:]:
+    for line in lines[3:5]:
         assert re.fullmatch(r"   - \+5491123\.\.\.: activa por \d+min, timeout en \d+min", line)
+    # Then the closes by reason: the engine's and the trial flow's own, zeros included.
+    assert lines[5:] == ["🔚 Sesiones cerradas por motivo:", "   - admin: 0",
+                         "   - cancelled: 0", "   - credentials_delivered: 1", "   - error: 0",
+                         "   - goodbye: 0", "   - keyword: 0", "   - timeout: 0",
+                         "   - trial_refused: 0"]
     assert_no_full_phone(out, TRIAL, ASKED, GREETED)
 
 

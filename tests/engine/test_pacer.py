@@ -3,6 +3,7 @@ summed over every worker, and a send only leaves while its worker's claim holds.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -87,8 +88,7 @@ def test_a_send_that_wakes_late_takes_a_new_slot_instead_of_bunching(wiring: Wir
     clock.oversleep = 0.0
     left = [pacer.wait(row) for _ in range(3)]
     assert left == sorted(left)
-    assert all(b - a == pytest.approx(pacer.interval) for a, b in zip(left, left[1:],
-                                                                        strict=False))
+    assert all(b - a == pytest.approx(pacer.interval) for a, b in itertools.pairwise(left))
 
 
 def test_a_send_whose_claim_was_taken_over_raises_claim_lost(wiring: Wiring) -> None:

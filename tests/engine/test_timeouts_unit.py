@@ -284,13 +284,14 @@ def test_a_warning_wakes_the_job_early_and_a_reply_clears_it(
     said = rig.outbound(sid)
     assert sum(b.startswith("¿Seguís ahí?") for b in said) == 1
     assert rig.session()["closed_at"] is None
+    assert (rig.session()["warned"], rig.session()["context"]) == (1, "{}")
     assert rig.timeouts.scheduler.get_job(job_id(sid)).trigger.run_date == expires
     rig.timeouts.on_fire(sid)  # a repeated early wake-up does not warn twice
     assert sum(b.startswith("¿Seguís ahí?") for b in rig.outbound(sid)) == 1
 
     rig.clock.advance(timedelta(seconds=5))
     rig.send()  # a reply renews the session and re-enables the warning
-    assert '"warned"' not in rig.session()["context"]
+    assert rig.session()["warned"] == 0
     rig.clock.advance(expires - rig.clock.now())
     rig.timeouts.on_fire(sid)  # the stale wake-up at the old expiry
     assert rig.session()["closed_at"] is None

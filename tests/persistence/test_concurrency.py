@@ -86,7 +86,8 @@ def test_twenty_concurrent_messages_to_one_phone_share_one_session_and_lose_noth
     misses = n - 1
     assert sum("*prueba* para pedir" in b for b in bodies) == misses // 3
     assert sum("¿Querés la prueba gratis?" in b for b in bodies) == misses - misses // 3
-    assert session["context"] == f'{{"misses":{misses % 3}}}'
+    # The count is the engine's own column; the flow's context stays untouched.
+    assert (session["misses"], session["context"]) == (misses % 3, "{}")
 
     # What handle() returned is exactly what was queued.
     returned = sorted(o.id for r in results for o in r)

@@ -250,3 +250,45 @@ def test_upgrade_moves_stored_timeout_jobs_to_the_new_job_path(url: str) -> None
     finally:
         db.dispose()
     assert [(job.id, job.func_ref, job.args) for job in jobs] == [("timeout:7", FIRE, (7,))]
+
+
+def test_upgrade_moves_the_engine_bookkeeping_out_of_open_sessions_context(url: str) -> None:
+    """0004: `misses` and `warned` leave `context` for columns of their own, so a flow's
+    keys can never collide with them; a downgrade puts them back."""
+    import json
+
+    path = db_file(url)
+    migrate.upgrade(url, "0003")
+    insert = ("INSERT INTO sessions (channel, phone, flow, state, started_at, "
+              "last_inbound_at, expires_at, closed_at, close_reason, version, context) "
+              "VALUES ('whatsapp', ?, 'trial', ?, '2026-01-01 10:00:00.000000', "
+              "'2026-01-01 10:00:00.000000', '2026-01-01 10:03:00.000000', ?, ?, 3, ?)")
+    with sqlite3.connect(path) as conn:
+        conn.execute(insert, ("+5491100000001", "trial_request", None, None,
+                              '{"name":"José","misses":2,"warned":true}'))
+        conn.execute(insert, ("+5491100000002", "greeting", None, None, '{"misses":1}'))
+        conn.execute(insert, ("+5491100000003", "closed", "2026-01-01 10:01:00.000000",
+                              "goodbye", '{"misses":1}'))
+
+    migrate.upgrade(url)
+
+    def read() -> list[tuple[Any, ...]]:
+        with sqlite3.connect(path) as conn:
+            return conn.execute("SELECT phone, context, misses, warned FROM sessions "
+                                "ORDER BY id").fetchall()
+
+    assert read() == [
+        ("+5491100000001", '{"name":"José"}', 2, 1),
+        ("+5491100000002", "{}", 1, 0),
+        ("+5491100000003", '{"misses":1}', 0, 0),  # history stays as it was written
+    ]
+    assert diffs(url, Base.metadata) == []
+
+    migrate.downgrade(url, "0003")
+    with sqlite3.connect(path) as conn:
+        contexts = [json.loads(c) for (c,) in conn.execute(
+            "SELECT context FROM sessions ORDER BY id")]
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(sessions)")}
+    assert contexts == [{"name": "José", "misses": 2, "warned": True}, {"misses": 1},
+                        {"misses": 1}]
+    assert not columns & {"misses", "warned"}

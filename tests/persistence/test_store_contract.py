@@ -21,7 +21,7 @@ from sqlalchemy import text
 
 from engine.core.errors import StoreError
 from engine.core.ports import SessionRecord, Store, StoreTx, TrialRecord
-from persistence import migrate
+from persistence import migrate, ops
 from persistence.db import make_engine
 from persistence.store import SqlStore
 
@@ -321,6 +321,30 @@ def test_context_round_trips_and_stays_readable_to_ops(backend: Backend) -> None
     [(raw,)] = backend.raw(sql)
     assert "José Núñez" in raw and "ñandú" in raw
     assert "\\u00e9" not in raw and "\\u" not in raw
+
+
+def test_engine_bookkeeping_round_trips_in_plain_columns_apart_from_context(
+    backend: Backend,
+) -> None:
+    flow_context = {"misses": "the flow's own", "warned": ["also the flow's"]}
+    with backend.store.transaction() as tx:
+        created = create(tx, context=dict(flow_context))
+    assert (created.misses, created.warned) == (0, False)
+    with backend.store.transaction() as tx:
+        session = tx.get_session(created.id)
+        assert session is not None and (session.misses, session.warned) == (0, False)
+        session.misses = 2
+        session.warned = True
+        assert tx.save_session(session, read_version=session.version)
+    with backend.store.transaction() as tx:
+        found = tx.get_session(created.id)
+    assert found is not None and (found.misses, found.warned) == (2, True)
+    assert found.context == flow_context
+    (listed,) = ops.find_open(backend.store, PHONE)  # the ops reads, through the ORM table
+    assert (listed.misses, listed.warned, listed.context) == (2, True, flow_context)
+    # Plain values ops read with sqlite3 or psql.
+    assert [(m, bool(w)) for m, w in backend.raw("SELECT misses, warned FROM sessions")] == [
+        (2, True)]
 
 
 # -- serialisation ----------------------------------------------------------------------------
