@@ -55,8 +55,10 @@ def main() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Worker processes sharing the port (each a full worker).")
 @_fail_cleanly
-def serve(host: str, port: int) -> None:
+def serve(host: str, port: int, workers: int) -> None:
     """Run the webhook server, the scheduler and the outbound dispatcher."""
     import uvicorn
 
@@ -67,6 +69,9 @@ def serve(host: str, port: int) -> None:
     settings = _settings()
     logs.configure(settings.log_level, settings.log_format)
     _warn_about_mode(settings)
+    if workers > 1:
+        _serve_workers(settings, host, port, workers)
+        return
     app = create_app(Worker(settings, stats=True))
     # Everything built so far (modules, the app, SQLAlchemy's tables) lives as long as
     # the process: moved out of the collector's reach, the full collections that the
@@ -76,6 +81,21 @@ def serve(host: str, port: int) -> None:
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
                             lifespan="on", timeout_graceful_shutdown=10)
     _uvicorn_server()(config).run()
+
+
+def _serve_workers(settings: Settings, host: str, port: int, workers: int) -> None:
+    """N identical worker processes on one port: uvicorn's supervisor binds the socket,
+    starts each child from the import string, and replaces a child that dies."""
+    import uvicorn
+
+    from engine.wiring import wire
+
+    # Fail here, in one line, rather than N times in the children: flows, the database
+    # (upgraded on SQLite, checked at head on PostgreSQL), the credential provider.
+    wire(settings).close()
+    uvicorn.run("engine.server.app:worker_app", factory=True, host=host, port=port,
+                workers=workers, log_config=None, access_log=False, lifespan="on",
+                timeout_graceful_shutdown=10)
 
 
 def _uvicorn_server() -> type:

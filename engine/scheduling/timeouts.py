@@ -105,15 +105,16 @@ class Timeouts:
     def __init__(
         self, conversations: Conversations, jobs_db: DbEngine, *, warning: timedelta | None = None,
         rearm_on_message: bool = False, on_tick: Callable[[], None] = lambda: None,
-        batch: Callable[[int, Fence, Callable[[datetime | None], None]], None] | None = None,
-        fence: Callable[[], Fence | None] = lambda: None,
+        batch: Callable[[int, Fence | None, Callable[[datetime | None], None]], None] | None = None,
+        fence: Callable[[], Fence | None] | None = None,
     ) -> None:
         self.conversations = conversations
         self._warning = warning
         self._rearm_on_message = rearm_on_message
         self._on_tick = on_tick
         self._batch = batch
-        # The lease this process acts under; None when another worker holds it.
+        # The lease this worker acts under (None from it: another worker holds it). A
+        # Timeouts without one is alone on its database and acts unfenced.
         self._fence = fence
         self.store = _TolerantJobStore(engine=jobs_db)
         self.scheduler = BackgroundScheduler(
@@ -209,8 +210,8 @@ class Timeouts:
         up must not act (its job is gone from the store; the new holder's sweep and the
         overdue scan see to the session).
         """
-        fence = self._fence()
-        if fence is None:
+        fence = self._fence() if self._fence is not None else None
+        if self._fence is not None and fence is None:
             log.info("timeout job for session %s fired without the scheduler lease; left "
                      "to the lease holder", session_id)
             return
@@ -229,8 +230,9 @@ class Timeouts:
 
     def _rearm(self, session_id: int, expires_at: datetime) -> None:
         now = self.conversations.clock.now()
-        fence = self._fence()
-        if self._warning is not None and now >= expires_at - self._warning and fence:
+        fence = self._fence() if self._fence is not None else None
+        may_act = self._fence is None or fence is not None
+        if self._warning is not None and now >= expires_at - self._warning and may_act:
             self.conversations.warn(session_id, fence=fence)
             run_at = expires_at
         else:

@@ -34,7 +34,7 @@ from engine.core.text import digits
 from engine.server.worker import Worker
 from persistence import outbox
 
-__all__ = ["MAX_BODY_BYTES", "create_app"]
+__all__ = ["MAX_BODY_BYTES", "create_app", "worker_app"]
 
 log = logging.getLogger("tertulia.web")
 MAX_BODY_BYTES = 64 * 1024
@@ -157,6 +157,20 @@ async def _read_capped(request: Request) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def worker_app() -> Starlette:
+    """The app of one `serve --workers N` child: settings from the environment."""
+    import gc
+
+    from engine.monitoring import logs
+    from engine.settings import load_settings
+
+    settings = load_settings()
+    logs.configure(settings.log_level, settings.log_format)
+    app = create_app(Worker(settings, stats=True))
+    gc.freeze()
+    return app
 
 
 def create_app(worker: Worker, *, manage_worker: bool = True) -> Starlette:
