@@ -78,7 +78,9 @@ class Dispatcher:
         self._pacer = SharedPacer(max_mps, self._reserve)
         self._workers, self._on_result = workers, on_result
         self._wake, self._stopping = threading.Event(), threading.Event()
-        self._busy: set[str] = set()
+        # Rows in flight in this worker. The claim itself keeps a recipient's next row
+        # back until this one is recorded, so these only say how many workers are free.
+        self._busy: set[int] = set()
         self._busy_lock = threading.Lock()
         self._local = threading.local()
         self._senders: list[Sender] = []
@@ -149,7 +151,7 @@ class Dispatcher:
 
     def _dispatch_due(self) -> None:
         with self._busy_lock:
-            busy, free = set(self._busy), self._workers * 2 - len(self._busy)
+            free = self._workers * 2 - len(self._busy)
         if free < self._workers:
             # More rows are claimed than there are workers, so none is idle: claim again
             # once that is no longer so, a batch of rows at a time. Claiming after every
@@ -159,10 +161,9 @@ class Dispatcher:
         heads = self._write(lambda tx: outbox.claim(
             tx, channel=CHANNEL, now=now, worker=self._worker, claim_until=now + self._claim,
             limit=free))
-        heads = [row for row in heads if row.phone not in busy]
         for row in heads:
             with self._busy_lock:
-                self._busy.add(row.phone)
+                self._busy.add(row.id)
             self._pool.submit(self._deliver, row)
 
     def _deliver(self, row: outbox.OutRow) -> None:
@@ -173,7 +174,7 @@ class Dispatcher:
                       "will be sent again", row.id, exc)
         finally:
             with self._busy_lock:
-                self._busy.discard(row.phone)
+                self._busy.discard(row.id)
             self._wake.set()
 
     def _send_or_settle(self, row: outbox.OutRow) -> None:
