@@ -14,7 +14,7 @@ import pytest
 
 from engine.core.errors import FlowDefinitionError, FlowNotFound
 from engine.flowfiles import check_files, flow_files, load_flows
-from tests.conftest import FLOWS
+from tests.support.paths import FLOWS
 
 BROKEN = Path(__file__).resolve().parent / "broken_flows"
 

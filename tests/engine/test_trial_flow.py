@@ -9,7 +9,7 @@ import pytest
 from engine.core.clock import FakeClock
 from engine.core.ports import CredentialRequest, Credentials, Inbound
 from engine.wiring import Wiring
-from tests.conftest import rows
+from tests.support.wiring import rows
 
 PHONE = "+5491123456789"
 

@@ -35,9 +35,9 @@ from hypothesis import strategies as st
 from engine.core.ports import Inbound
 from engine.core.text import MAX_BODY
 from engine.server.app import MAX_BODY_BYTES
-from tests.e2e.harness import AUTH_TOKEN, FORM, RecipientFakeTwilio, Server, wait_until
-from tests.reliability.conftest import check_logs
-from tests.reliability.support import FINAL, OPEN, REASON_STATE, STATES, assert_sessions_consistent
+from tests.support.harness import AUTH_TOKEN, FORM, Server, check_logs, wait_until
+from tests.support.recipients import RecipientFakeTwilio
+from tests.support.trial import FINAL, OPEN, REASON_STATE, STATES, assert_sessions_consistent
 
 HOOKS = ("/twilio/whatsapp", "/twilio/status")
 PHONE = "+5491155800001"

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import message_sid, wait_until, whatsapp
-from tests.reliability.support import assert_sessions_consistent, table_counts, text_of
+from tests.support.harness import message_sid, wait_until, whatsapp
+from tests.support.trial import assert_sessions_consistent, table_counts, text_of
 
 PHONE = "+5491156100001"
 

@@ -57,7 +57,7 @@ only by requests that pass routing and auth.
 
 CLI (for benchmarks)::
 
-    python -m tests.fakes.twilio_fake --port 0 --latency 0.05 [--record F.jsonl]
+    python -m tests.support.twilio_fake --port 0 --latency 0.05 [--record F.jsonl]
 
 prints ``listening http://127.0.0.1:PORT`` on one flushed stdout line, serves
 until SIGTERM/SIGINT and appends one JSON object per request (the fields of
@@ -806,7 +806,7 @@ def _raise_shutdown(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.fakes.twilio_fake",
+        prog="python -m tests.support.twilio_fake",
         description="Loopback fake of Twilio's Messages API.",
     )
     parser.add_argument("--host", default="127.0.0.1")
