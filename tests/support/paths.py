@@ -10,4 +10,4 @@ REPO = Path(__file__).resolve().parents[2]
 FLOWS = REPO / "flows"
 # Minimal flows with one mistake each, loaded by path by the flow checker's and the
 # CLI's tests.
-BROKEN_FLOWS = REPO / "tests" / "engine" / "broken_flows"
+BROKEN_FLOWS = REPO / "tests" / "engine" / "core" / "broken_flows"
