@@ -1,5 +1,8 @@
 """FakeTwilio with faults per recipient, for tests with several conversations in flight.
 
+Both override `FakeTwilio.decide(form)`, which receives the parsed request, and pick a
+fault by the request's `To`:
+
 - `RecipientFakeTwilio`: statuses scripted per recipient (`script_for`).
 - `SeededFaultsFake`: probabilistic faults drawn from one seeded RNG per recipient.
 """
@@ -7,13 +10,15 @@
 from __future__ import annotations
 
 import random
-import sys
+from collections.abc import Mapping
 from typing import Any
 
 from tests.support.harness import whatsapp
-from tests.support.twilio_fake import FakeTwilio, _Decision, default_error_code
+from tests.support.twilio_fake import Decision, FakeTwilio, default_error_code
 
 __all__ = ["RecipientFakeTwilio", "SeededFaultsFake"]
+
+Rates = tuple[float, float, float, float, int]
 
 
 class RecipientFakeTwilio(FakeTwilio):
@@ -23,10 +28,6 @@ class RecipientFakeTwilio(FakeTwilio):
     flight nobody can say which message gets which fault. `script_for(to, ...)` queues
     statuses that only requests to `to` consume, in order; they take precedence over
     the shared faults. Everything else is FakeTwilio's own behaviour.
-
-    The fake hands `_decide()` no request, so the recipient is read from the calling
-    frame (`_Handler._answer`'s local `form`); if that ever changes, this raises
-    instead of silently scripting nothing.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -48,21 +49,17 @@ class RecipientFakeTwilio(FakeTwilio):
         with self._lock:
             self._per_to.clear()
 
-    def _decide(self) -> _Decision:
-        caller = sys._getframe(1)
-        form = caller.f_locals.get("form")
-        if not isinstance(form, dict):
-            raise RuntimeError("RecipientFakeTwilio: FakeTwilio._decide's caller has no "
-                               "'form' any more; update tests/e2e/harness.py")
+    def decide(self, form: Mapping[str, str]) -> Decision:
         with self._lock:
             queue = self._per_to.get(form.get("To", ""))
             picked = queue.pop(0) if queue else None
             delay = self._latency
         if picked is None:
-            return super()._decide()
+            return super().decide(form)
         status, code = picked
-        return _Decision(status, code if code is not None or status == 201
-                         else default_error_code(status), delay)
+        if code is None and status != 201:
+            code = default_error_code(status)
+        return Decision(status, code, delay)
 
 
 class SeededFaultsFake(RecipientFakeTwilio):
@@ -76,14 +73,12 @@ class SeededFaultsFake(RecipientFakeTwilio):
     RNG's semantics (500 with `error_500`, else 429 with `error_429`; independently an
     extra `slow_seconds` with `slow`). A recipient's requests are sequential (the
     outbox keeps order per recipient), so its sequence of outcomes depends on the seed
-    only, and `outcomes(to, n)` predicts it.
-
-    The recipient is read from the calling frame, as `RecipientFakeTwilio` does.
+    only, and `outcomes(to, n)` predicts it. Scripted statuses still come first.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._rates: tuple[float, float, float, float, int] | None = None
+        self._rates: Rates | None = None
         self._rngs: dict[str, random.Random] = {}
 
     def recipient_fail_rates(self, error_500: float, error_429: float, slow: float,
@@ -93,9 +88,8 @@ class SeededFaultsFake(RecipientFakeTwilio):
             self._rngs.clear()
 
     @staticmethod
-    def draw(rng: random.Random, rates: tuple[float, float, float, float, int]
-             ) -> tuple[int, bool]:
-        """(status, slow) of one request, as FakeTwilio._decide draws them."""
+    def draw(rng: random.Random, rates: Rates) -> tuple[int, bool]:
+        """(status, slow) of one request, as FakeTwilio.decide draws them."""
         p500, p429, p_slow, _, _ = rates
         status = 201
         r = rng.random()
@@ -116,17 +110,15 @@ class SeededFaultsFake(RecipientFakeTwilio):
             self._rates = None
             self._rngs.clear()
 
-    def _decide(self) -> _Decision:
-        form = sys._getframe(1).f_locals.get("form")  # read by RecipientFakeTwilio too
-        if not isinstance(form, dict):
-            raise RuntimeError("SeededFaultsFake: FakeTwilio._decide's caller has no 'form'")
+    def decide(self, form: Mapping[str, str]) -> Decision:
+        to = form.get("To", "")
         with self._lock:
-            rates, to = self._rates, form.get("To", "")
+            rates = self._rates
             scripted = bool(self._per_to.get(to)) or bool(self._script)
             if rates is not None and not scripted:
                 rng = self._rngs.setdefault(to, random.Random(f"{rates[4]}:{to}"))
                 status, slow = self.draw(rng, rates)
                 delay = self._latency + (rates[3] if slow else 0.0)
                 code = None if status == 201 else default_error_code(status)
-                return _Decision(status, code, delay)
-        return super()._decide()
+                return Decision(status, code, delay)
+        return super().decide(form)
