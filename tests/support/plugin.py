@@ -5,6 +5,11 @@ In process:
   test's SQLite file (env overrides settings) and closes it at teardown; `wiring` is
   `make_wiring()`.
 
+Over every Store backend (tests/support/stores.py):
+- `backend`: each entry of BACKENDS in turn (sqlite, memory; postgres when
+  TERTULIA_TEST_POSTGRES_URL is set); `store` is its Store.
+- `sql_backend`: each SQL entry in turn, with `raw` SQL as ops run it.
+
 Against real servers:
 - `fake`: a started `RecipientFakeTwilio` that checks the Basic auth the server sends.
 - `server_factory(allow_traceback=False, **kwargs)`: starts a `harness.Server` in this
@@ -25,10 +30,11 @@ import pytest
 from hypothesis.configuration import set_hypothesis_home_dir
 
 from engine.core.clock import FakeClock
-from engine.core.ports import CredentialProvider
+from engine.core.ports import CredentialProvider, Store
 from engine.wiring import Wiring, wire
 from tests.support.harness import AUTH_TOKEN, ServerFactory, Servers
 from tests.support.recipients import RecipientFakeTwilio
+from tests.support.stores import BACKENDS, SQL_BACKENDS, Backend, SqlBackend
 from tests.support.wiring import make_settings
 
 # Hypothesis keeps caches (parsed constants, Unicode tables) in ./.hypothesis even
@@ -77,3 +83,23 @@ def server_factory(tmp_path: Path, fake: RecipientFakeTwilio) -> Iterator[Server
     problems = servers.close()
     if problems:
         pytest.fail("\n\n".join(problems), pytrace=False)
+
+
+@pytest.fixture(params=list(BACKENDS))
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """Each Store backend of the registry (tests/support/stores.py) in turn."""
+    with BACKENDS[request.param](tmp_path) as made:
+        yield made
+
+
+@pytest.fixture
+def store(backend: Backend) -> Store:
+    return backend.store
+
+
+@pytest.fixture(params=list(SQL_BACKENDS))
+def sql_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlBackend]:
+    """Each SQL backend in turn, for what only ops' SQL can see."""
+    with BACKENDS[request.param](tmp_path) as made:
+        assert isinstance(made, SqlBackend)
+        yield made
