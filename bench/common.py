@@ -195,7 +195,7 @@ def rss_kb(pid: int) -> int | None:
 def start_fake(work: Path, *, latency: float = 0.0, record: Path | None = None,
                timeout: float = 20.0) -> tuple[Proc, str]:
     """The Twilio fake from the tests, in its own process, via its CLI."""
-    argv = [PY, "-m", "tests.fakes.twilio_fake", "--port", "0", "--latency", str(latency)]
+    argv = [PY, "-m", "tests.support.twilio_fake", "--port", "0", "--latency", str(latency)]
     if record is not None:
         argv += ["--record", str(record)]
     proc = _spawn("fake", argv, cwd=ROOT, env=_clean_env(), log_path=work / "fake.log",

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.support.paths import FLOWS, REPO
+
 ENGINE = REPO / "engine"
 CORE = ENGINE / "core"
-FLOWS = REPO / "flows"
 PRODUCT = ("engine", "persistence")
 
 # What the core may import besides itself: the standard library and the FSM library.

@@ -11,17 +11,17 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from tests.e2e.harness import AUTH_TOKEN, RecipientFakeTwilio, Server, wait_until, whatsapp
+from tests.support.harness import AUTH_TOKEN, Server, ServerFactory, wait_until, whatsapp
+from tests.support.recipients import RecipientFakeTwilio
 
 pytestmark = pytest.mark.e2e
 
-ServerFactory = Callable[..., Server]
 
 GREETING = "¡Hola"
 ADMIN_NOTICE = "Cerramos esta conversación. Escribinos cuando quieras para empezar de nuevo."

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -27,12 +27,19 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
-from tests.e2e.harness import AUTH_TOKEN, FORM, RecipientFakeTwilio, Server, wait_until, whatsapp
-from tests.fakes.twilio_fake import FakeTwilio
+from tests.support.harness import (
+    AUTH_TOKEN,
+    FORM,
+    Server,
+    ServerFactory,
+    wait_until,
+    whatsapp,
+)
+from tests.support.recipients import RecipientFakeTwilio
+from tests.support.twilio_fake import FakeTwilio
 
 pytestmark = pytest.mark.e2e
 
-ServerFactory = Callable[..., Server]
 
 NOTICE = "Cerramos tu sesión por inactividad. Escribinos cuando quieras para empezar de nuevo."
 WARNING = "¿Seguís ahí?"

@@ -1,7 +1,7 @@
 """The Twilio WhatsApp channel end to end: a real `tertulia serve`, real twilio-python,
 the loopback fake of Twilio's Messages API, and what users and ops see.
 
-Every test gets its own server, database and log (tests/e2e/conftest.py); the
+Every test gets its own server, database and log (tests/support/plugin.py); the
 fixture's teardown fails the test if the server log holds a "Traceback".
 
 To prove that something did NOT happen (no reply, no retry) without sleeping, a test
@@ -14,28 +14,27 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.e2e.harness import (
+from tests.support.harness import (
     ACCOUNT_SID,
     AUTH_TOKEN,
     FORM,
     TWILIO_FROM,
-    RecipientFakeTwilio,
     Server,
+    ServerFactory,
     message_sid,
     wait_until,
     whatsapp,
 )
+from tests.support.recipients import RecipientFakeTwilio
 
 pytestmark = pytest.mark.e2e
-
-ServerFactory = Callable[..., Server]
 
 # Argentine mobile numbers, one (or two) per test so nothing can cross over.
 ANA = "+5491155501001"

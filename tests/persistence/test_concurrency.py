@@ -12,7 +12,7 @@ from typing import Any
 
 from engine.core.ports import Inbound, Outbound
 from engine.wiring import Wiring
-from tests.conftest import rows
+from tests.support.wiring import rows
 
 PHONE = "+5491123456789"
 # Not understood in `greeting` (no intent), so the session stays open there: the first

@@ -19,8 +19,8 @@ import collections
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.e2e.harness import message_sid, wait_until, whatsapp
-from tests.reliability.support import assert_sessions_consistent, text_of
+from tests.support.harness import message_sid, wait_until, whatsapp
+from tests.support.trial import assert_sessions_consistent, text_of
 
 ONE_PHONE = "+5491156000001"
 MESSAGES = 50

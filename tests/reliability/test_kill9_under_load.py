@@ -32,15 +32,8 @@ import time
 import httpx
 
 from engine.outbox.dispatcher import WORKERS
-from tests.e2e.harness import message_sid, wait_until, whatsapp
-from tests.reliability.support import (
-    SENT,
-    UNSENT,
-    assert_sessions_consistent,
-    normalize,
-    run_threads,
-    text_of,
-)
+from tests.support.harness import message_sid, run_threads, wait_until, whatsapp
+from tests.support.trial import SENT, UNSENT, assert_sessions_consistent, normalize, text_of
 
 SEED = 20261201
 PHONES = 30

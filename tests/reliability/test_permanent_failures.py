@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import collections
 
-from tests.e2e.harness import wait_until, whatsapp
-from tests.reliability.support import UNSENT, text_of
+from tests.support.harness import wait_until, whatsapp
+from tests.support.trial import UNSENT, text_of
 
 PHONES = ("+5491155700001", "+5491155700002", "+5491155700003")
 

@@ -23,8 +23,9 @@ import re
 
 import pytest
 
-from tests.e2e.harness import AUTH_TOKEN, wait_until, whatsapp
-from tests.reliability.support import SeededFaultsFake, run_threads, text_of
+from tests.support.harness import AUTH_TOKEN, run_threads, wait_until, whatsapp
+from tests.support.recipients import SeededFaultsFake
+from tests.support.trial import text_of
 
 RATES = {"error_500": 0.3, "error_429": 0.1, "slow": 0.05, "slow_seconds": 1.0}
 SEED = 180  # 34 requests: 5 x 500, 5 x 429, 1 slow 500, 3 slow 201s (41% faults)

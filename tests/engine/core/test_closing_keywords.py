@@ -13,7 +13,8 @@ from pathlib import Path
 
 from engine.core.ports import Inbound
 from engine.wiring import Wiring
-from tests.conftest import FLOWS, rows
+from tests.support.paths import FLOWS
+from tests.support.wiring import rows
 
 PHONE = "+5491155554444"
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import FLOWS, REPO
+from tests.support.paths import BROKEN_FLOWS as BROKEN
+from tests.support.paths import FLOWS
 
-BROKEN = REPO / "tests" / "engine" / "broken_flows"
 DEFAULT_PHONE = "+5491100000000"
 HAPPY_PATH = "hola\nquiero la prueba\nAna Díaz\nana@mail.com\n"
 # Settings tertulia reads: a developer's shell must not leak into these runs.

@@ -1,6 +1,6 @@
 """A flow author's mistakes fail loading with one message naming the file, the place and the fix.
 
-Each file in tests/engine/broken_flows/ is a minimal flow with one mistake (multi_mistake.py
+Each file in tests/engine/core/broken_flows/ is a minimal flow with one mistake (multi_mistake.py
 has three). `tertulia flows check` (check_files) reports every problem; loading the folder
 (load_flows, as `serve` and `chat` do) stops at the first with the same message.
 """
@@ -14,7 +14,7 @@ import pytest
 
 from engine.core.errors import FlowDefinitionError, FlowNotFound
 from engine.flowfiles import check_files, flow_files, load_flows
-from tests.conftest import FLOWS
+from tests.support.paths import FLOWS
 
 BROKEN = Path(__file__).resolve().parent / "broken_flows"
 

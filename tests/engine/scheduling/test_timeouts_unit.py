@@ -23,7 +23,7 @@ from engine.server.worker import Worker
 from engine.wiring import Wiring
 from persistence.db import make_engine
 from persistence.models import sessions
-from tests.conftest import make_settings, rows
+from tests.support.wiring import make_settings, rows
 
 PHONE = "+5491123456789"
 OTHER = "+5491198765432"

@@ -21,13 +21,13 @@ import requests
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
-from tests.fakes.twilio_fake import FakeTwilio, Recorded
+from tests.support.paths import REPO as REPO_ROOT
+from tests.support.twilio_fake import FakeTwilio, Recorded
 
 SID = "AC" + "0123456789abcdef" * 2
 TOKEN = "secret-token"
 TO = "whatsapp:+34600000001"
 FROM = "whatsapp:+14155238886"
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_client(fake: FakeTwilio, username: str = SID, account_sid: str | None = None) -> Client:
@@ -278,7 +278,7 @@ def test_cli_serves_and_records(tmp_path: Path) -> None:
     cmd = [
         sys.executable,
         "-m",
-        "tests.fakes.twilio_fake",
+        "tests.support.twilio_fake",
         "--port",
         "0",
         "--latency",

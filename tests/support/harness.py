@@ -3,10 +3,10 @@
 Nothing of ours is mocked. A test starts the server as a subprocess (its own working
 directory, SQLite file and log file), posts webhooks signed exactly as Twilio signs
 them, lets the server's real twilio-python client talk to the loopback fake of the
-Messages API (tests/fakes/twilio_fake.py), and then checks what the user received
+Messages API (tests/support/twilio_fake.py), and then checks what the user received
 (the fake's records) and what ops read (sqlite3 on the database file).
 
-Typical use, through the fixtures in tests/e2e/conftest.py::
+Typical use, through the fixtures `fake` and `server_factory` (tests/support/plugin.py)::
 
     def test_hello(fake, server_factory):
         server = server_factory()                    # started and healthy
@@ -20,8 +20,8 @@ Without the fixtures::
     with FakeTwilio() as fake, Server(tmp_path, twilio_api=fake.base_url) as server:
         ...
 
-`RecipientFakeTwilio` adds fault scripts per recipient to the fake, so concurrent
-conversations can each get their own 500s and 429s.
+`RecipientFakeTwilio` (tests/support/recipients.py) adds fault scripts per recipient
+to the fake, so concurrent conversations can each get their own 500s and 429s.
 
 Waiting is always by polling with a bound (`wait_until`, `FakeTwilio.wait_for`), never
 by sleeping a fixed time; no assertion depends on how fast something happened.
@@ -36,9 +36,10 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import closing
 from pathlib import Path
 from types import TracebackType
@@ -48,7 +49,7 @@ from urllib.parse import urlencode
 import httpx
 from twilio.request_validator import RequestValidator
 
-from tests.fakes.twilio_fake import FakeTwilio, _Decision, default_error_code
+from tests.support.paths import FLOWS, REPO
 
 __all__ = [
     "ACCOUNT_SID",
@@ -57,17 +58,17 @@ __all__ = [
     "FORM",
     "REPO",
     "TWILIO_FROM",
-    "RecipientFakeTwilio",
     "Server",
+    "ServerFactory",
+    "Servers",
+    "check_logs",
     "db_rows",
     "free_port",
     "message_sid",
+    "run_threads",
     "wait_until",
     "whatsapp",
 ]
-
-REPO = Path(__file__).resolve().parents[2]
-FLOWS = REPO / "flows"
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "e2e-auth-token-5f3c9a1b7d"  # distinctive, so a leak into the log is findable
@@ -82,7 +83,7 @@ STOP_TIMEOUT = 15.0
 _OURS = re.compile(
     r"^(DATABASE_URL|FLOWS_DIR|DEFAULT_FLOW|SESSION_\w+|SWEEP_\w+|STATS_\w+|TRIAL_\w+"
     r"|CREDENTIAL_PROVIDER|TWILIO_\w+|PUBLIC_BASE_URL|OUTBOX_\w+|LOG_LEVEL|LOG_FORMAT"
-    r"|SQLITE_\w+|TIMEOUT_\w+)$"
+    r"|SQLITE_\w+|TIMEOUT_\w+|SCHEDULER_\w+|INTENT_\w+|ADMIN_\w+)$"
 )
 
 T = TypeVar("T")
@@ -129,6 +130,29 @@ def db_rows(db_path: Path | str, sql: str, params: Any = ()) -> list[dict[str, A
     with closing(sqlite3.connect(db_path, timeout=10)) as conn:
         conn.row_factory = sqlite3.Row
         return [dict(row) for row in conn.execute(sql, params)]
+
+
+def run_threads(targets: Iterable[Callable[[], None]], timeout: float) -> list[BaseException]:
+    """Run each target in a thread, join them (bounded), return what they raised."""
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def guarded(target: Callable[[], None]) -> None:
+        try:
+            target()
+        except BaseException as exc:
+            with lock:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(t,), daemon=True) for t in targets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    alive = [t for t in threads if t.is_alive()]
+    if alive:
+        errors.append(AssertionError(f"{len(alive)} thread(s) still running after {timeout} s"))
+    return errors
 
 
 class Server:
@@ -409,50 +433,50 @@ class Server:
         return db_rows(self.db_path, sql, params)
 
 
-class RecipientFakeTwilio(FakeTwilio):
-    """FakeTwilio plus fault scripts per recipient (`To`), for concurrent conversations.
+ServerFactory = Callable[..., Server]
 
-    `FakeTwilio.script` is one queue for every request, so with two recipients in
-    flight nobody can say which message gets which fault. `script_for(to, ...)` queues
-    statuses that only requests to `to` consume, in order; they take precedence over
-    the shared faults. Everything else is FakeTwilio's own behaviour.
 
-    The fake hands `_decide()` no request, so the recipient is read from the calling
-    frame (`_Handler._answer`'s local `form`); if that ever changes, this raises
-    instead of silently scripting nothing.
+def check_logs(servers: list[tuple[Server, bool]]) -> list[str]:
+    """Stop every server, then say what is wrong with their logs (empty if nothing).
+
+    A "Traceback" is a problem unless its server was started with allow_traceback=True
+    (the second item); the auth token in a log always is.
     """
+    problems: list[str] = []
+    for server, _ in servers:
+        try:
+            server.close()
+        except AssertionError as exc:
+            problems.append(str(exc))
+    for server, allow_traceback in servers:
+        log = server.log_text()
+        if "Traceback" in log and not allow_traceback:
+            problems.append(f"{server.name} logged a traceback:\n{log[-6000:]}")
+        if AUTH_TOKEN in log:
+            problems.append(f"{server.name} logged TWILIO_AUTH_TOKEN")
+    return problems
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._per_to: dict[str, list[tuple[int, int | None]]] = {}
 
-    def script_for(self, to: str, *statuses: int) -> None:
-        """Queue statuses (201 = answer normally) for the next requests to `to`."""
-        with self._lock:
-            self._per_to.setdefault(whatsapp(to), []).extend((s, None) for s in statuses)
+class Servers:
+    """The servers one test started in its `workdir`, all wired to one Twilio API."""
 
-    def script_error_for(self, to: str, status: int, code: int) -> None:
-        """Queue one error answer with an explicit Twilio code for `to`."""
-        with self._lock:
-            self._per_to.setdefault(whatsapp(to), []).append((status, code))
+    def __init__(self, workdir: Path, twilio_api: str) -> None:
+        self.workdir = workdir
+        self.twilio_api = twilio_api
+        self.made: list[tuple[Server, bool]] = []
 
-    def reset(self) -> None:
-        super().reset()
-        with self._lock:
-            self._per_to.clear()
+    def start(self, *, allow_traceback: bool = False, **kwargs: Any) -> Server:
+        """A started, healthy `Server(workdir, **kwargs)`.
 
-    def _decide(self) -> _Decision:
-        caller = sys._getframe(1)
-        form = caller.f_locals.get("form")
-        if not isinstance(form, dict):
-            raise RuntimeError("RecipientFakeTwilio: FakeTwilio._decide's caller has no "
-                               "'form' any more; update tests/e2e/harness.py")
-        with self._lock:
-            queue = self._per_to.get(form.get("To", ""))
-            picked = queue.pop(0) if queue else None
-            delay = self._latency
-        if picked is None:
-            return super()._decide()
-        status, code = picked
-        return _Decision(status, code if code is not None or status == 201
-                         else default_error_code(status), delay)
+        `allow_traceback=True` is for a test that injects a fault on purpose: it must
+        then assert itself that the server recovered.
+        """
+        kwargs.setdefault("twilio_api", self.twilio_api)
+        kwargs.setdefault("name", f"server{len(self.made) + 1}" if self.made else "server")
+        server = Server(self.workdir, **kwargs)
+        self.made.append((server, allow_traceback))
+        return server.start()
+
+    def close(self) -> list[str]:
+        """Stop them all; what is wrong with their logs (see check_logs)."""
+        return check_logs(self.made)

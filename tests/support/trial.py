@@ -1,20 +1,16 @@
-"""What the reliability tests share: the trial flow's declared states, the consistency
-checks ops could run with sqlite3, and a fake whose faults are seeded per recipient."""
+"""The shipped trial flow as tests see it: its declared states and texts, and the
+consistency checks ops could run on its tables with sqlite3."""
 
 from __future__ import annotations
 
 import collections
 import itertools
-import random
 import re
-import sys
-import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from engine.flowfiles import load_flows
-from tests.e2e.harness import FLOWS, RecipientFakeTwilio
-from tests.fakes.twilio_fake import _Decision, default_error_code
+from tests.support.paths import FLOWS
 
 Rows = Callable[..., list[dict[str, Any]]]
 
@@ -105,93 +101,3 @@ def assert_sessions_consistent(rows: Rows, *, allow_open: bool = True) -> list[d
 def table_counts(rows: Rows) -> dict[str, int]:
     return {t: rows(f"SELECT count(*) AS n FROM {t}")[0]["n"]
             for t in ("sessions", "messages", "session_events", "trials")}
-
-
-def run_threads(targets: Iterable[Callable[[], None]], timeout: float) -> list[BaseException]:
-    """Run each target in a thread, join them (bounded), return what they raised."""
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-
-    def guarded(target: Callable[[], None]) -> None:
-        try:
-            target()
-        except BaseException as exc:
-            with lock:
-                errors.append(exc)
-
-    threads = [threading.Thread(target=guarded, args=(t,), daemon=True) for t in targets]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout)
-    alive = [t for t in threads if t.is_alive()]
-    if alive:
-        errors.append(AssertionError(f"{len(alive)} thread(s) still running after {timeout} s"))
-    return errors
-
-
-class SeededFaultsFake(RecipientFakeTwilio):
-    """FakeTwilio whose probabilistic faults are drawn from one seeded RNG per recipient.
-
-    `FakeTwilio.fail_rates` draws every request's fault from one shared RNG, so with
-    several recipients in flight which row gets which fault depends on thread timing,
-    and once in a while one row collects six or seven failures in a row: with the
-    dispatcher's exponential backoff that alone costs one to two minutes. Here each
-    recipient's requests draw from `Random(f"{seed}:{to}")`, with exactly the shared
-    RNG's semantics (500 with `error_500`, else 429 with `error_429`; independently an
-    extra `slow_seconds` with `slow`). A recipient's requests are sequential (the
-    outbox keeps order per recipient), so its sequence of outcomes depends on the seed
-    only, and `outcomes(to, n)` predicts it.
-
-    The recipient is read from the calling frame, as `RecipientFakeTwilio` does.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._rates: tuple[float, float, float, float, int] | None = None
-        self._rngs: dict[str, random.Random] = {}
-
-    def recipient_fail_rates(self, error_500: float, error_429: float, slow: float,
-                             slow_seconds: float, seed: int) -> None:
-        with self._lock:
-            self._rates = (error_500, error_429, slow, slow_seconds, seed)
-            self._rngs.clear()
-
-    @staticmethod
-    def draw(rng: random.Random, rates: tuple[float, float, float, float, int]
-             ) -> tuple[int, bool]:
-        """(status, slow) of one request, as FakeTwilio._decide draws them."""
-        p500, p429, p_slow, _, _ = rates
-        status = 201
-        r = rng.random()
-        if r < p500:
-            status = 500
-        elif r < p500 + p429:
-            status = 429
-        return status, rng.random() < p_slow
-
-    def outcomes(self, to: str, n: int) -> list[tuple[int, bool]]:
-        assert self._rates is not None
-        rng = random.Random(f"{self._rates[4]}:{to}")
-        return [self.draw(rng, self._rates) for _ in range(n)]
-
-    def reset(self) -> None:
-        super().reset()
-        with self._lock:
-            self._rates = None
-            self._rngs.clear()
-
-    def _decide(self) -> _Decision:
-        form = sys._getframe(1).f_locals.get("form")  # read by RecipientFakeTwilio too
-        if not isinstance(form, dict):
-            raise RuntimeError("SeededFaultsFake: FakeTwilio._decide's caller has no 'form'")
-        with self._lock:
-            rates, to = self._rates, form.get("To", "")
-            scripted = bool(self._per_to.get(to)) or bool(self._script)
-            if rates is not None and not scripted:
-                rng = self._rngs.setdefault(to, random.Random(f"{rates[4]}:{to}"))
-                status, slow = self.draw(rng, rates)
-                delay = self._latency + (rates[3] if slow else 0.0)
-                code = None if status == 201 else default_error_code(status)
-                return _Decision(status, code, delay)
-        return super()._decide()

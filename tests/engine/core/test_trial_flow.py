@@ -9,7 +9,7 @@ import pytest
 from engine.core.clock import FakeClock
 from engine.core.ports import CredentialRequest, Credentials, Inbound
 from engine.wiring import Wiring
-from tests.conftest import rows
+from tests.support.wiring import rows
 
 PHONE = "+5491123456789"
 
@@ -127,32 +127,6 @@ def test_cancel_from_every_open_state_ends_cancelled(wiring: Wiring, path: list[
     assert replies and "cancelamos" in replies[0]
     session = chat.session()
     assert (session["state"], session["close_reason"]) == ("cancelled", "cancelled")
-
-
-def test_goodbye_and_cancel_while_credentials_pending(
-    make_wiring: object, clock: FakeClock
-) -> None:
-    """A crash between the two transactions leaves `credentials`; the user can still leave."""
-    wiring = make_wiring(provider=_Blocking())  # type: ignore[operator]
-    chat = Conversation(wiring)
-    for text in ("hola", "sí", "Juan"):
-        chat.send(text)
-    with pytest.raises(_Interrupted):
-        chat.send("juan@mail.com")
-    assert chat.session()["state"] == "credentials"
-    chat.send("chau")
-    assert (chat.session()["state"], chat.session()["close_reason"]) == ("closed", "goodbye")
-
-
-class _Blocking:
-    """A provider whose account system is down in a way that leaves no trace."""
-
-    def issue(self, request: CredentialRequest) -> Credentials:
-        raise _Interrupted
-
-
-class _Interrupted(BaseException):
-    pass
 
 
 def test_question_about_cancelling_does_not_cancel(wiring: Wiring) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from engine.channels.twilio import SendFailure, TwilioSender
-from tests.fakes.twilio_fake import FakeTwilio
+from tests.support.twilio_fake import FakeTwilio
 
 SID = "AC" + "0123456789abcdef" * 2
 TOKEN = "secret-token"

@@ -8,7 +8,8 @@ from pathlib import Path
 from engine.core.flow import BASE_TEXTS
 from engine.core.ports import Inbound
 from engine.wiring import Wiring
-from tests.conftest import FLOWS, rows
+from tests.support.paths import FLOWS
+from tests.support.wiring import rows
 
 ASK_NAME = "¡Genial! Para armar tu cuenta, ¿cómo te llamás?"
 

@@ -43,8 +43,9 @@ Request handling order
    (code 20004);
 2. missing/invalid Basic auth, username != AccountSid in the path, or (when
    ``auth_token`` was given) wrong password -> 401 (code 20003);
-3. fault injection, in precedence order: ``script``/``script_error`` queue,
-   then ``always``, then ``fail_rates`` -> the chosen error status;
+3. fault injection, ``decide(form)``: in precedence order the ``script``/
+   ``script_error`` queue, then ``always``, then ``fail_rates`` -> the chosen
+   error status (subclasses override ``decide``, which receives the request's form);
 4. validation like Twilio's (21604 no To, 21603 no From/MessagingServiceSid,
    21602 no Body/MediaUrl/ContentSid) -> 400;
 5. otherwise 201 with the message JSON.
@@ -57,7 +58,7 @@ only by requests that pass routing and auth.
 
 CLI (for benchmarks)::
 
-    python -m tests.fakes.twilio_fake --port 0 --latency 0.05 [--record F.jsonl]
+    python -m tests.support.twilio_fake --port 0 --latency 0.05 [--record F.jsonl]
 
 prints ``listening http://127.0.0.1:PORT`` on one flushed stdout line, serves
 until SIGTERM/SIGINT and appends one JSON object per request (the fields of
@@ -86,14 +87,14 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType, TracebackType
 from typing import IO, Any, Final, Self, cast
 from urllib.parse import parse_qsl, urlsplit
 
-__all__ = ["FakeTwilio", "Recorded", "main"]
+__all__ = ["Decision", "FakeTwilio", "Recorded", "default_error_code", "main"]
 
 API_VERSION: Final = "2010-04-01"
 _MESSAGES_PREFIX: Final = f"/{API_VERSION}/Accounts/"
@@ -184,7 +185,10 @@ class Recorded:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Decision:
+class Decision:
+    """How the fake answers one authenticated request: a status, its Twilio error code
+    (None for 201) and the seconds to wait before answering."""
+
     status: int
     code: int | None
     delay: float
@@ -344,7 +348,7 @@ class _Handler(BaseHTTPRequestHandler):
             status, code, delay = 401, 20003, fake._current_latency()
             headers["WWW-Authenticate"] = 'Basic realm="Twilio API"'
         else:
-            decision = fake._decide()
+            decision = fake.decide(form)
             status, code, delay = decision.status, decision.code, decision.delay
             if status == 201:
                 if not to:
@@ -694,7 +698,13 @@ class FakeTwilio:
         with self._lock:
             return self._latency
 
-    def _decide(self) -> _Decision:
+    def decide(self, form: Mapping[str, str]) -> Decision:
+        """The answer to one request that passed routing and auth; `form` is its body.
+
+        This one ignores `form` (the script queue, ``always`` and ``fail_rates`` apply
+        to every request alike); a subclass overrides it to fault requests by what
+        they carry, e.g. their ``To`` (tests/support/recipients.py).
+        """
         with self._lock:
             delay = self._latency
             code: int | None
@@ -714,7 +724,7 @@ class FakeTwilio:
                 delay += self._slow_seconds
         if status != 201 and code is None:
             code = default_error_code(status)
-        return _Decision(status, code, delay)
+        return Decision(status, code, delay)
 
     def _auth_ok(self, header: str | None, account_sid: str) -> bool:
         if not header:
@@ -806,7 +816,7 @@ def _raise_shutdown(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.fakes.twilio_fake",
+        prog="python -m tests.support.twilio_fake",
         description="Loopback fake of Twilio's Messages API.",
     )
     parser.add_argument("--host", default="127.0.0.1")
