@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-CORE = Path(__file__).resolve().parent.parent / "engine" / "core"
+from tests.support.paths import REPO
+
+CORE = REPO / "engine" / "core"
 
 # Strings that are the trial flow's, not the engine's.
 FLOW_REASONS = ("credentials_delivered", "trial_refused")

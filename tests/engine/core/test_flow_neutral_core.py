@@ -27,7 +27,7 @@ from engine.core.ports import CredentialRequest, Credentials, Inbound
 from engine.flowfiles import check_files, load_flows
 from engine.server.worker import Worker
 from engine.wiring import Wiring
-from tests.conftest import make_settings, rows
+from tests.support.wiring import make_settings, rows
 
 PHONE = "+5491123450001"
 
