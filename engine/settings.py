@@ -120,6 +120,9 @@ class Settings:
     log_format: str = "text"
     # self: a timeout job that fires early re-arms itself; message: re-arm on every message.
     timeout_rearm: str = "self"
+    # The web console (/console): on with a token; CONSOLE_LOCAL opens it to loopback only.
+    admin_token: Secret | None = None
+    console_local: bool = False
 
     @property
     def dry_run(self) -> bool:
@@ -162,6 +165,8 @@ class Settings:
             timeout_rearm=get(
                 "TIMEOUT_REARM", lambda k, v: _choice(k, v, ("self", "message"))
             ) or "self",
+            admin_token=get("ADMIN_TOKEN", _admin_token),
+            console_local=get("CONSOLE_LOCAL", _flag) or False,
         )
 
 
@@ -173,6 +178,24 @@ def _database_url(key: str, raw: str) -> str:
     if "://" not in raw:
         raise ConfigError(key, raw, "a SQLAlchemy URL such as sqlite:///tertulia.db")
     return raw
+
+
+def _admin_token(key: str, raw: str) -> Secret:
+    # The token is the console's only lock: a short one falls to guessing.
+    if len(raw) < _MIN_TOKEN:
+        raise ConfigError(key, "*" * len(raw), f"at least {_MIN_TOKEN} characters, e.g. the "
+                          "output of: python -c 'import secrets; print(secrets.token_urlsafe())'")
+    return Secret(raw)
+
+
+_MIN_TOKEN = 16
+
+
+def _flag(key: str, raw: str) -> bool:
+    value = raw.lower()
+    if value not in ("1", "true", "yes", "0", "false", "no"):
+        raise ConfigError(key, raw, "1 or 0 (true/false, yes/no)")
+    return value in ("1", "true", "yes")
 
 
 def _account_sid(key: str, raw: str) -> str:
