@@ -174,7 +174,7 @@ def flows_check(files: tuple[Path, ...]) -> None:
 @_fail_cleanly
 def flows_draw(name: str) -> None:
     """Print a Mermaid stateDiagram-v2 of flow NAME."""
-    from engine.cli.diagram import mermaid
+    from engine.core.diagram import mermaid
     from engine.flowfiles import load_flows
 
     settings = _settings()
