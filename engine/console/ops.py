@@ -14,8 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from engine.console.views import Pages, counts, error_text, session_row
-from engine.core.diagram import mermaid
+from engine.console.views import Diagrams, Pages, counts, error_text, session_row
 from engine.core.ports import CLOSE_REASONS, SessionRecord
 from engine.server.worker import Worker
 from persistence import ops
@@ -40,7 +39,7 @@ class Ops:
     def __init__(self, worker: Worker, pages: Pages) -> None:
         self._worker = worker
         self._pages = pages
-        self._diagrams: dict[str, str] = {}
+        self._diagrams = Diagrams(worker.conversations.flows)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -62,18 +61,6 @@ class Ops:
     def _outbound(self, which: str) -> list[ops.OutMessage]:
         return ops.outbound(self._worker.store, statuses=OUTBOX_FILTERS[which])
 
-    def diagram(self, flow_name: str, current: str | None = None) -> str:
-        flows = self._worker.conversations.flows
-        if flow_name not in flows.flows:
-            return ""
-        if flow_name not in self._diagrams:
-            self._diagrams[flow_name] = mermaid(flows.get(flow_name))
-        source = self._diagrams[flow_name]
-        if current is not None:
-            source += (f"  classDef current fill:#25d366,stroke:#075e54,color:#fff\n"
-                       f"  class {current} current\n")
-        return source
-
     def _states(self) -> list[str]:
         return sorted({s for flow in self._worker.conversations.flows for s in flow.states})
 
@@ -90,7 +77,7 @@ class Ops:
             counts=counts(self._worker.metrics.registry), flows=sorted(flows.flows),
             states=self._states(), reasons=sorted(CLOSE_REASONS),
             outbox_filters=list(OUTBOX_FILTERS), diagram_flow=shown_flow,
-            diagram=self.diagram(shown_flow), query=request.url.query,
+            diagram=self._diagrams.source(shown_flow), query=request.url.query,
         )
 
     async def table(self, request: Request) -> Response:
@@ -107,7 +94,7 @@ class Ops:
         s = found.session
         return self._pages.render(
             request, "session.html", page="ops", s=session_row(s, now), messages=found.messages,
-            events=found.events, why=error_text, diagram=self.diagram(s.flow, s.state),
+            events=found.events, why=error_text, diagram=self._diagrams.source(s.flow, s.state),
         )
 
     def _transcript(self, request: Request) -> ops.Transcript | None:

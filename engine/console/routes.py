@@ -28,6 +28,7 @@ log = logging.getLogger("tertulia.console")
 PREFIX = "/console"
 SESSION_HOURS = 12
 _OFF = """<!doctype html><meta charset="utf-8"><title>tertulia console: off</title>
+<link rel="icon" href="data:,">
 <h1>The web console is off</h1>
 <p>Set <code>ADMIN_TOKEN</code> (16 characters or more) and restart <code>tertulia serve</code>;
 then open <code>/console</code> and log in with it. For a laptop only,

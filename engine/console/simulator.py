@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from engine.channels.web import CHANNEL, WebPhone, inbound
 from engine.console.stream import Hub, events, session_json
-from engine.console.views import Pages
+from engine.console.views import Diagrams, Pages
 from engine.core.errors import StoreError
 from engine.core.ports import SessionRecord
 from engine.core.text import is_e164
@@ -37,6 +37,7 @@ class Simulator:
         self._worker = worker
         self._pages = pages
         self._hub = hub
+        self._diagrams = Diagrams(worker.conversations.flows)
 
     async def page(self, request: Request) -> Response:
         flows = self._worker.conversations.flows
@@ -53,7 +54,7 @@ class Simulator:
             request, "simulator.html", status=400 if problems else 200, page="simulator",
             phone=phone,
             flow=flow, flows=sorted(flows.flows), name=request.query_params.get("name", ""),
-            problems=problems,
+            problems=problems, diagram=self._diagrams.source(flow),
         )
 
     async def send(self, request: Request) -> Response:

@@ -14,10 +14,12 @@ from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
 from engine.console.access import Access
+from engine.core.diagram import mermaid
 from engine.core.ports import SessionRecord
+from engine.core.registry import FlowRegistry
 from engine.monitoring.logs import mask_phone
 
-__all__ = ["HERE", "Count", "Pages", "counts", "error_text", "session_row"]
+__all__ = ["HERE", "Count", "Diagrams", "Pages", "counts", "error_text", "session_row"]
 
 HERE = Path(__file__).resolve().parent
 
@@ -70,22 +72,51 @@ def session_row(session: SessionRecord, now: datetime) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class Count:
-    family: str
+    """One sample of /metrics: `tertulia_sessions_open{flow="trial",state="greeting"} 2`."""
+
+    name: str
     help: str
     labels: str
     value: float
 
+    @property
+    def short(self) -> str:
+        return self.name.removeprefix("tertulia_").replace("_", " ")
+
 
 def counts(registry: CollectorRegistry) -> list[Count]:
-    """The samples /metrics serves, minus histogram buckets and creation times."""
+    """The counts /metrics serves: its samples minus histogram buckets, sums of seconds
+    and creation times."""
     found = []
     for family in registry.collect():
         for sample in family.samples:
-            if sample.name.endswith(("_bucket", "_created")):
+            if sample.name.endswith(("_bucket", "_sum", "_created")):
                 continue
             labels = ", ".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
             found.append(Count(sample.name, family.documentation, labels, sample.value))
     return found
+
+
+class Diagrams:
+    """The Mermaid source of each loaded flow, drawn once (GraphMachine is not cheap)."""
+
+    def __init__(self, flows: FlowRegistry) -> None:
+        self._flows = flows
+        self._drawn: dict[str, str] = {}
+
+    def source(self, name: str, current: str | None = None) -> str:
+        """The diagram of flow `name` ("" if not loaded), with `current` in green."""
+        if name not in self._flows.flows:
+            return ""
+        if name not in self._drawn:
+            self._drawn[name] = mermaid(self._flows.get(name))
+        if current is None or current not in self._flows.get(name).states:
+            return self._drawn[name]
+        return self._drawn[name] + HIGHLIGHT.format(state=current)
+
+
+HIGHLIGHT = ("  classDef current fill:#25d366,stroke:#075e54,color:#fff\n"
+             "  class {state} current\n")
 
 
 class Pages:

@@ -48,8 +48,24 @@
     return out;
   }
 
-  function clock(iso) {
-    return new Date(iso).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit", second: "2-digit"});
+  function clock(iso, seconds) {
+    const shown = {hour: "2-digit", minute: "2-digit", hour12: false};
+    if (seconds) shown.second = "2-digit";
+    return new Date(iso).toLocaleTimeString([], shown);
+  }
+
+  // The flow's diagram, redrawn with the session's state in green when it moves.
+  const diagramSource = $("diagram-source").textContent;
+  let drawn = null, drawings = 0;
+  if (window.mermaid) window.mermaid.initialize({startOnLoad: false, securityLevel: "strict", theme: "neutral"});
+  function draw(s) {
+    const state = s && s.flow === flow ? s.state : "";
+    if (!window.mermaid || !diagramSource.trim() || state === drawn) return;
+    drawn = state;
+    const source = diagramSource + (state ? "  classDef current fill:#25d366,stroke:#075e54,color:#fff\n  class " + state + " current\n" : "");
+    window.mermaid.render("diagram-svg-" + (++drawings), source).then((out) => {
+      if (drawn === state) $("diagram").innerHTML = out.svg;  // mermaid's own sanitised SVG
+    }).catch((err) => notice("Diagram: " + err.message));
   }
 
   function separator(text) {
@@ -82,7 +98,7 @@
     const li = document.createElement("li");
     const at = document.createElement("span");
     at.className = "at";
-    at.textContent = clock(e.at) + " #" + e.session;
+    at.textContent = clock(e.at, true) + " #" + e.session;
     const trigger = document.createElement("span");
     trigger.className = "trigger";
     trigger.textContent = "[" + e.trigger + "]";
@@ -104,6 +120,7 @@
     const hint = $("flow-hint");
     hint.hidden = !(s && s.open && s.flow !== flow);
     if (!hint.hidden) hint.textContent = "The open session runs flow " + s.flow + ". Reset to start " + flow + ".";
+    draw(s);
     tick();
   }
 
@@ -125,6 +142,7 @@
   }
   setInterval(tick, 200);
 
+  draw(null);
   const stream = new EventSource(base + "/api/sim/stream?phone=" + encodeURIComponent(phone));
   stream.addEventListener("feed", (e) => {
     const feed = JSON.parse(e.data);
