@@ -8,6 +8,7 @@ is logged at WARNING with who asked.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -19,7 +20,7 @@ from engine.core.ports import CLOSE_REASONS, SessionRecord
 from engine.server.worker import Worker
 from persistence import ops
 
-__all__ = ["OUTBOX_FILTERS", "Ops"]
+__all__ = ["OUTBOX_FILTERS", "Filters", "Ops"]
 
 log = logging.getLogger("tertulia.console")
 
@@ -33,6 +34,25 @@ OUTBOX_FILTERS: dict[str, tuple[str, ...]] = {
 _MAX_ID = 2**63 - 1
 
 
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """What the ops page lists: its query string, read leniently (unknown = nothing)."""
+
+    state: str | None
+    flow: str | None
+    reason: str | None
+    closed: bool
+    outbox: str
+
+    @classmethod
+    def of(cls, request: Request) -> Filters:
+        q = request.query_params
+        outbox = q.get("outbox", "all")
+        return cls(state=q.get("state", "")[:64] or None, flow=q.get("flow", "")[:64] or None,
+                   reason=q.get("reason", "")[:64] or None, closed=q.get("closed") == "1",
+                   outbox=outbox if outbox in OUTBOX_FILTERS else "all")
+
+
 class Ops:
     """The ops endpoints, as pages (forms and htmx) and as a JSON API."""
 
@@ -43,17 +63,10 @@ class Ops:
 
     # -- reading -------------------------------------------------------------------------
 
-    def _filters(self, request: Request) -> dict[str, Any]:
-        q = request.query_params
-        picked = {key: q.get(key, "")[:64] or None for key in ("state", "flow", "reason")}
-        return {**picked, "closed": q.get("closed") == "1",
-                "outbox": q.get("outbox", "all") if q.get("outbox") in OUTBOX_FILTERS
-                else "all"}
-
-    def _sessions(self, filters: dict[str, Any]) -> list[dict[str, Any]]:
+    def _sessions(self, filters: Filters) -> list[dict[str, Any]]:
         found = ops.list_sessions(
-            self._worker.store, include_closed=filters["closed"], state=filters["state"],
-            flow=filters["flow"], close_reason=filters["reason"],
+            self._worker.store, include_closed=filters.closed, state=filters.state,
+            flow=filters.flow, close_reason=filters.reason,
         )
         now = self._worker.wiring.clock.now()
         return [session_row(s, now) for s in found]
@@ -67,11 +80,11 @@ class Ops:
     # -- pages ---------------------------------------------------------------------------
 
     async def page(self, request: Request) -> Response:
-        filters = self._filters(request)
+        filters = Filters.of(request)
         flows = self._worker.conversations.flows
         sessions = await run_in_threadpool(self._sessions, filters)
-        outbound = await run_in_threadpool(self._outbound, filters["outbox"])
-        shown_flow = filters["flow"] if filters["flow"] in flows.flows else flows.default_name
+        outbound = await run_in_threadpool(self._outbound, filters.outbox)
+        shown_flow = filters.flow if filters.flow in flows.flows else flows.default_name
         return self._pages.render(
             request, "ops.html", page="ops", filters=filters, sessions=sessions, outbound=outbound,
             counts=counts(self._worker.metrics.registry), flows=sorted(flows.flows),
@@ -82,7 +95,7 @@ class Ops:
 
     async def table(self, request: Request) -> Response:
         """The sessions table alone, for the page's periodic refresh."""
-        sessions = await run_in_threadpool(self._sessions, self._filters(request))
+        sessions = await run_in_threadpool(self._sessions, Filters.of(request))
         return self._pages.render(request, "_sessions.html", sessions=sessions)
 
     async def session_page(self, request: Request) -> Response:
@@ -119,13 +132,13 @@ class Ops:
         found = self._transcript(request)
         if found is None:
             return None
-        if found.session.is_open:
-            self._worker.conversations.close(found.session.id, notify=notify)
-            log.info("console: session %s closed by %s (%s)", found.session.id,
-                     request.state.who, "notice queued" if notify else "no notice")
-            found = self._transcript(request)
-            assert found is not None
-        return found.session
+        if not found.session.is_open:
+            return found.session
+        self._worker.conversations.close(found.session.id, notify=notify)
+        log.info("console: session %s closed by %s (%s)", found.session.id,
+                 request.state.who, "notice queued" if notify else "no notice")
+        after = self._transcript(request)
+        return after.session if after is not None else found.session
 
     async def reveal(self, request: Request) -> Response:
         """The full phone of one session, in place of the masked one (htmx)."""
@@ -146,7 +159,7 @@ class Ops:
     # -- the JSON API --------------------------------------------------------------------
 
     async def api_sessions(self, request: Request) -> Response:
-        sessions = await run_in_threadpool(self._sessions, self._filters(request))
+        sessions = await run_in_threadpool(self._sessions, Filters.of(request))
         return JSONResponse({"sessions": sessions})
 
     async def api_session(self, request: Request) -> Response:

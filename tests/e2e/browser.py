@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import BrowserContext, ConsoleMessage, Page, Response, sync_playwright
+from playwright.sync_api import (
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    Response,
+    expect,
+    sync_playwright,
+)
 
 __all__ = ["CHROMIUM", "Chromium", "chromium_or_skip", "open_chromium"]
 
@@ -27,6 +34,9 @@ CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 VIEWPORT = {"width": 1280, "height": 820}
+# A bound, not a speed target: room for a loaded CI machine parsing Mermaid's 3.5 MB.
+TIMEOUT_MS = 20_000
+expect.set_options(timeout=TIMEOUT_MS)
 
 
 def chromium_or_skip() -> None:
@@ -62,7 +72,7 @@ def open_chromium(profile: Path) -> Iterator[Chromium]:
             str(profile), executable_path=str(CHROMIUM), headless=True, args=ARGS,
             viewport=VIEWPORT, locale="es-AR", timezone_id="America/Argentina/Buenos_Aires",
         )
-        context.set_default_timeout(15_000)
+        context.set_default_timeout(TIMEOUT_MS)
         page = context.pages[0] if context.pages else context.new_page()
         browser = Chromium(context, page)
         context.on("request", lambda request: browser.requests.append(request.url))

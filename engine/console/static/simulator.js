@@ -152,7 +152,11 @@
     describe(feed.session);
   });
   stream.onopen = () => { $("conn").textContent = "live"; };
-  stream.onerror = () => { $("conn").textContent = "reconnecting…"; };
+  stream.onerror = () => {
+    // A refused stream (logged out, server gone for good) is not retried by the browser.
+    $("conn").textContent = stream.readyState === EventSource.CLOSED
+      ? "disconnected: reload the page" : "reconnecting…";
+  };
 
   $("composer").addEventListener("submit", (ev) => {
     ev.preventDefault();
@@ -174,4 +178,7 @@
       describe(answer.session);
     }).catch((err) => notice("Reset failed: " + err.message));
   });
+
+  ["text", "send", "reset"].forEach((id) => { $(id).disabled = false; });
+  $("text").focus();
 })();
