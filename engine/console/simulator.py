@@ -61,10 +61,14 @@ class Simulator:
         body = await _json(request)
         if isinstance(body, Response):
             return body
-        phone = str(body.get("phone", ""))
-        text = str(body.get("text", "")).strip()
-        flow = str(body["flow"]) if body.get("flow") else None
-        name = str(body.get("name") or "").strip()[:64] or None
+        wrong = [key for key in ("phone", "text", "flow", "name")
+                 if not isinstance(body.get(key, ""), str | None)]
+        if wrong:
+            return JSONResponse({"error": f"{wrong[0]} must be a string"}, status_code=400)
+        phone = body.get("phone") or ""
+        text = (body.get("text") or "").strip()
+        flow = body.get("flow") or None
+        name = (body.get("name") or "").strip()[:64] or None
         problem = self._problem(phone, text, flow)
         if problem:
             return JSONResponse({"error": problem}, status_code=400)

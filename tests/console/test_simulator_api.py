@@ -94,7 +94,9 @@ def test_the_simulator_starts_the_flow_picked_and_keeps_an_open_session_on_its_o
     ({"phone": PHONE, "text": "   "}, "empty"),
     ({"phone": PHONE, "text": "x" * 4097}, "at most 4096"),
     ({"phone": PHONE, "text": "hola", "flow": "nope"}, "flow 'nope' is not loaded"),
-    ({"phone": PHONE, "text": "hola", "flow": ["trial"]}, "is not loaded"),
+    ({"phone": PHONE, "text": "hola", "flow": ["trial"]}, "flow must be a string"),
+    ({"phone": PHONE, "text": {"a": 1}}, "text must be a string"),
+    ({"phone": PHONE, "text": "hola", "name": 7}, "name must be a string"),
 ])
 def test_bad_simulator_input_gets_a_400_naming_the_problem(
     console_client: ClientFactory, tmp_path: Path, body: dict[str, object], problem: str,
