@@ -127,6 +127,9 @@ class Settings:
     # How long a worker's claim on an outbox row holds before another may send it. Past
     # the Twilio timeout, so a slow send is never taken for a dead one.
     outbox_claim_seconds: float = 60.0
+    # The web console (/console): on with a token; CONSOLE_LOCAL opens it to loopback only.
+    admin_token: Secret | None = None
+    console_local: bool = False
 
     @property
     def dry_run(self) -> bool:
@@ -171,6 +174,8 @@ class Settings:
             ) or "self",
             scheduler_lease_seconds=get("SCHEDULER_LEASE_SECONDS", _lease) or 5.0,
             outbox_claim_seconds=get("OUTBOX_CLAIM_SECONDS", _number) or 60.0,
+            admin_token=get("ADMIN_TOKEN", _admin_token),
+            console_local=get("CONSOLE_LOCAL", _flag) or False,
         )._checked()
 
     def _checked(self) -> Settings:
@@ -199,6 +204,24 @@ def _database_url(key: str, raw: str) -> str:
     if "://" not in raw:
         raise ConfigError(key, raw, "a SQLAlchemy URL such as sqlite:///tertulia.db")
     return normalise_url(raw)
+
+
+def _admin_token(key: str, raw: str) -> Secret:
+    # The token is the console's only lock: a short one falls to guessing.
+    if len(raw) < _MIN_TOKEN:
+        raise ConfigError(key, "*" * len(raw), f"at least {_MIN_TOKEN} characters, e.g. the "
+                          "output of: python -c 'import secrets; print(secrets.token_urlsafe())'")
+    return Secret(raw)
+
+
+_MIN_TOKEN = 16
+
+
+def _flag(key: str, raw: str) -> bool:
+    value = raw.lower()
+    if value not in ("1", "true", "yes", "0", "false", "no"):
+        raise ConfigError(key, raw, "1 or 0 (true/false, yes/no)")
+    return value in ("1", "true", "yes")
 
 
 def _account_sid(key: str, raw: str) -> str:

@@ -2,27 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from engine.core.ports import SessionRecord
 from persistence.models import messages, session_events, sessions
 from persistence.store import SqlStore, session_from_row
 
-__all__ = ["Transcript", "find_open", "list_sessions", "transcript"]
+__all__ = ["OutMessage", "Transcript", "find_open", "list_sessions", "outbound", "transcript"]
 
 
 def list_sessions(
     store: SqlStore, *, include_closed: bool = False, phone: str | None = None,
-    limit: int = 200,
+    limit: int = 200, state: str | None = None, flow: str | None = None,
+    close_reason: str | None = None,
 ) -> list[SessionRecord]:
-    query = select(sessions).order_by(sessions.c.id.desc()).limit(limit)
-    if not include_closed:
-        query = query.where(sessions.c.closed_at.is_(None))
-    if phone is not None:
-        query = query.where(sessions.c.phone == phone)
+    """Newest first; a close reason implies closed sessions."""
+    s = sessions.c
+    query = select(sessions).order_by(s.id.desc()).limit(limit)
+    if not include_closed and close_reason is None:
+        query = query.where(s.closed_at.is_(None))
+    for column, value in ((s.phone, phone), (s.state, state), (s.flow, flow),
+                          (s.close_reason, close_reason)):
+        if value is not None:
+            query = query.where(column == value)
     with store.reading() as conn:
         return [session_from_row(r) for r in conn.execute(query)]
 
@@ -57,3 +64,39 @@ def transcript(store: SqlStore, session_id: int) -> Transcript | None:
             .order_by(session_events.c.id)
         ).mappings().all()
     return Transcript(session_from_row(row), [dict(r) for r in said], [dict(e) for e in events])
+
+
+@dataclass(frozen=True, slots=True)
+class OutMessage:
+    """One outbound row as ops see it: never a password (the redacted copy wins)."""
+
+    id: int
+    session_id: int
+    channel: str
+    phone: str
+    status: str
+    error_code: int | None
+    attempts: int
+    created_at: datetime
+    sent_at: datetime | None
+    body: str
+
+
+def outbound(
+    store: SqlStore, *, statuses: Sequence[str] = (), limit: int = 50
+) -> list[OutMessage]:
+    """The newest outbound rows, of the given statuses (all when empty)."""
+    m = messages.c
+    query = (
+        select(m.id, m.session_id, m.channel, sessions.c.phone, m.status, m.error_code,
+               m.attempts, m.created_at, m.sent_at,
+               func.coalesce(m.body_redacted, m.body).label("shown"))
+        .join(sessions, sessions.c.id == m.session_id)
+        .where(m.direction == "out").order_by(m.id.desc()).limit(limit)
+    )
+    if statuses:
+        query = query.where(m.status.in_(list(statuses)))
+    with store.reading() as conn:
+        return [OutMessage(r.id, r.session_id, r.channel, r.phone, r.status, r.error_code,
+                           r.attempts, r.created_at, r.sent_at, r.shown)
+                for r in conn.execute(query)]

@@ -19,6 +19,7 @@ __all__ = [
     "claim",
     "deliver_console",
     "has_due",
+    "mark_delivered",
     "mark_sent",
     "pending_count",
     "record_failure",
@@ -258,6 +259,17 @@ def mark_sent(store: SqlStore, ids: Sequence[int], *, status: str, now: datetime
             status=status, sent_at=now, body=_redacted_body(), body_redacted=None,
         )
         store.run(lambda tx: tx.conn.execute(statement))
+
+
+def mark_delivered(tx: SqlTx, ids: Sequence[int], now: datetime) -> None:
+    """The simulated phone of the web console received these rows (in the caller's write).
+
+    Only rows still pending change, so two browsers on one phone record it once.
+    """
+    if ids:
+        tx.conn.execute(update(messages).where(
+            messages.c.id.in_(list(ids)), messages.c.status == "pending",
+        ).values(status="delivered", sent_at=now, body=_redacted_body(), body_redacted=None))
 
 
 def deliver_console(store: SqlStore, phone: str, now: datetime) -> list[Outbound]:

@@ -107,6 +107,10 @@ def _uvicorn_server() -> type:
             # uvicorn re-raises the signal after a clean shutdown, so a clean stop would
             # exit 143 and a service manager would report a failure.
             self._captured_signals.clear()
+            # Responses that never end by themselves (the console's event streams) end
+            # now, or the graceful shutdown would wait its whole timeout for them.
+            for callback in getattr(getattr(self.config.app, "state", None), "on_exit", ()):
+                callback()
 
     return Server
 
@@ -194,7 +198,7 @@ def flows_check(files: tuple[Path, ...]) -> None:
 @_fail_cleanly
 def flows_draw(name: str) -> None:
     """Print a Mermaid stateDiagram-v2 of flow NAME."""
-    from engine.cli.diagram import mermaid
+    from engine.core.diagram import mermaid
     from engine.flowfiles import load_flows
 
     settings = _settings()

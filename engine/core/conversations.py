@@ -143,7 +143,7 @@ class Conversations:
             session = None
         if session is not None:
             return session, self.flows.get(session.flow), False
-        flow = self.flows.default
+        flow = self.flows.get(inbound.flow) if inbound.flow else self.flows.default
         session = work.tx.create_session(
             channel=inbound.channel, phone=inbound.phone, flow=flow.name, state=flow.initial,
             now=work.now, expires_at=work.now + self.settings.session_timeout, context={},

@@ -35,6 +35,9 @@ class Inbound:
     message_id: str | None = None
     profile_name: str | None = None
     kind: str = "text"  # text | media | location | other: only text is read for now
+    # The flow a new session starts in (a loaded flow's name); None: the default flow.
+    # Ignored while a session is open. The web console's simulator sets it.
+    flow: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from engine import console
 from engine.channels.twilio import (
     Form,
     parse_form,
@@ -196,7 +197,7 @@ def create_app(worker: Worker, *, manage_worker: bool = True) -> Starlette:
             if manage_worker:
                 await run_in_threadpool(worker.stop)
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/twilio/whatsapp", hooks.whatsapp, methods=["POST"]),
             Route("/twilio/status", hooks.status, methods=["POST"]),
@@ -205,6 +206,8 @@ def create_app(worker: Worker, *, manage_worker: bool = True) -> Starlette:
         ],
         lifespan=lifespan,
     )
+    console.mount(app, worker)  # /console, the web console (engine/console/)
+    return app
 
 
 async def _drain(hooks: _Webhooks, seconds: float = 10.0) -> None:

@@ -23,7 +23,8 @@ SETTINGS_VARS = (
     "TRIAL_DURATION_HOURS", "TRIAL_COOLDOWN_DAYS", "CREDENTIAL_PROVIDER",
     "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_WHATSAPP_FROM", "PUBLIC_BASE_URL",
     "TWILIO_API_BASE_URL", "TWILIO_HTTP_TIMEOUT_SECONDS", "OUTBOX_MAX_ATTEMPTS",
-    "TWILIO_MAX_MPS", "LOG_LEVEL", "LOG_FORMAT", "SQLITE_SYNCHRONOUS",
+    "TWILIO_MAX_MPS", "LOG_LEVEL", "LOG_FORMAT", "SQLITE_SYNCHRONOUS", "ADMIN_TOKEN",
+    "CONSOLE_LOCAL",
 )
 
 
@@ -105,6 +106,7 @@ BAD_VALUES = [
     ("LOG_FORMAT", "xml", "json"),
     ("CREDENTIAL_PROVIDER", "nocolon", "module:Class"),
     ("DATABASE_URL", "nonsense", "sqlite:///"),
+    ("CONSOLE_LOCAL", "maybe", "1 or 0"),
 ]
 
 
@@ -135,6 +137,22 @@ def test_an_infinite_huge_or_nan_timeout_is_a_config_error(value: str) -> None:
 def test_the_auth_token_is_kept_as_a_secret_without_surrounding_spaces() -> None:
     settings = Settings.from_mapping({"TWILIO_AUTH_TOKEN": "  spaced token  "})
     assert settings.twilio_auth_token == Secret("spaced token")
+
+
+def test_the_console_is_off_by_default_and_its_token_is_a_secret() -> None:
+    assert Settings.from_mapping({}).admin_token is None
+    assert Settings.from_mapping({}).console_local is False
+    settings = Settings.from_mapping({"ADMIN_TOKEN": TOKEN, "CONSOLE_LOCAL": "yes"})
+    assert settings.admin_token == Secret(TOKEN) and settings.console_local is True
+    assert TOKEN not in repr(settings)
+
+
+def test_a_short_admin_token_stops_start_up_without_showing_it() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_mapping({"ADMIN_TOKEN": "letmein"})
+    message = str(caught.value)
+    assert message.startswith("ADMIN_TOKEN has value '*******'") and "16 characters" in message
+    assert "letmein" not in message
 
 
 # -- secrets ------------------------------------------------------------------------------
