@@ -119,16 +119,19 @@ def reserve_slot(
     if held != 1:
         return None
     greatest = "GREATEST" if d.postgres else "MAX"
-    row = tx.execute(
-        f"UPDATE send_slots SET next_slot = {greatest}(next_slot, :now) + :interval "
-        "WHERE sender = :sender RETURNING next_slot",
-        now=now, interval=interval, sender=sender,
-    ).fetchone()
-    if row is None:
-        tx.execute("INSERT INTO send_slots (sender, next_slot) VALUES (:sender, :next)",
-                   sender=sender, next=now + interval)
-        return now
-    return float(row[0]) - interval
+    for _ in range(2):
+        row = tx.execute(
+            f"UPDATE send_slots SET next_slot = {greatest}(next_slot, :now) + :interval "
+            "WHERE sender = :sender RETURNING next_slot",
+            now=now, interval=interval, sender=sender,
+        ).fetchone()
+        if row is not None:
+            return float(row[0]) - interval
+        # The sender's first send: workers racing to create the row all succeed, one of
+        # them inserting it (the others wait for it, then do nothing).
+        tx.execute("INSERT INTO send_slots (sender, next_slot) VALUES (:sender, 0) "
+                   "ON CONFLICT DO NOTHING", sender=sender)
+    raise AssertionError("the send_slots row exists by now")
 
 
 def release_claims(store: SqlStore, channel: str, worker: str) -> int:

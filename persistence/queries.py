@@ -32,7 +32,7 @@ def sessions_without_job(store: SqlStore, job_prefix: str) -> list[tuple[int, da
     """Open sessions that have no timeout job: (id, expires_at)."""
     query = text(
         "SELECT s.id, s.expires_at FROM sessions s "
-        "LEFT JOIN apscheduler_jobs j ON j.id = :prefix || s.id "
+        "LEFT JOIN apscheduler_jobs j ON j.id = CAST(:prefix AS VARCHAR) || CAST(s.id AS VARCHAR) "
         "WHERE s.closed_at IS NULL AND j.id IS NULL ORDER BY s.expires_at"
     ).columns(id=Integer, expires_at=UTCDateTime)
     with store.reading() as conn:

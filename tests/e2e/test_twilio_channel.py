@@ -47,6 +47,8 @@ ASK_NAME = "¿cómo te llamás?"
 ASK_EMAIL = "Ahora pasame tu email"
 CREDENTIALS = "Tu prueba gratis está activa"
 CLOSING = "Que la disfrutes"
+# Each server test runs on the embedded SQLite and on PostgreSQL.
+E2E_BACKENDS = ("sqlite", "postgres")
 MEDIA_ONLY = "solo leo mensajes de texto"
 OFFER_AGAIN = "¿Querés la prueba gratis?"
 

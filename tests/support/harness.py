@@ -132,6 +132,33 @@ def db_rows(db_path: Path | str, sql: str, params: Any = ()) -> list[dict[str, A
         return [dict(row) for row in conn.execute(sql, params)]
 
 
+def pg_rows(url: str, sql: str, params: Any = ()) -> list[dict[str, Any]]:
+    """`db_rows` on PostgreSQL, with sqlite3's `?` placeholders."""
+    from sqlalchemy import create_engine
+
+    db = create_engine(url)
+    try:
+        with db.connect() as conn:
+            query = sql.replace("%", "%%").replace("?", "%s")
+            result = conn.exec_driver_sql(query, tuple(params))
+            return [{k: _as_sqlite(v) for k, v in r._mapping.items()} for r in result]
+    finally:
+        db.dispose()
+
+
+def _as_sqlite(value: Any) -> Any:
+    """A PostgreSQL value as sqlite3 returns the same column, so one assertion reads
+    both: times as SQLAlchemy's DateTime text, JSON as its text."""
+    import datetime
+    import json
+
+    if isinstance(value, datetime.datetime):
+        return value.isoformat(" ", "microseconds")
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return value
+
+
 def run_threads(targets: Iterable[Callable[[], None]], timeout: float) -> list[BaseException]:
     """Run each target in a thread, join them (bounded), return what they raised."""
     errors: list[BaseException] = []
@@ -428,9 +455,16 @@ class Server:
 
     # -- the database --------------------------------------------------------------------
 
+    @property
+    def database_url(self) -> str:
+        return self.env["DATABASE_URL"]
+
     def rows(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
-        """`db_rows` on this server's database file."""
-        return db_rows(self.db_path, sql, params)
+        """What ops read: sqlite3 on the database file, or psql on PostgreSQL (the same
+        `?` placeholders; times come back as text from one and datetimes from the other)."""
+        if self.database_url.startswith("sqlite"):
+            return db_rows(self.db_path, sql, params)
+        return pg_rows(self.database_url, sql, params)
 
 
 ServerFactory = Callable[..., Server]
@@ -460,9 +494,12 @@ def check_logs(servers: list[tuple[Server, bool]]) -> list[str]:
 class Servers:
     """The servers one test started in its `workdir`, all wired to one Twilio API."""
 
-    def __init__(self, workdir: Path, twilio_api: str) -> None:
+    def __init__(self, workdir: Path, twilio_api: str,
+                 env: Mapping[str, str] | None = None) -> None:
         self.workdir = workdir
         self.twilio_api = twilio_api
+        # Settings every server gets unless a test overrides them (DATABASE_URL, say).
+        self.env = dict(env or {})
         self.made: list[tuple[Server, bool]] = []
 
     def start(self, *, allow_traceback: bool = False, **kwargs: Any) -> Server:
@@ -472,6 +509,7 @@ class Servers:
         then assert itself that the server recovered.
         """
         kwargs.setdefault("twilio_api", self.twilio_api)
+        kwargs["env"] = {**self.env, **(kwargs.get("env") or {})}
         kwargs.setdefault("name", f"server{len(self.made) + 1}" if self.made else "server")
         server = Server(self.workdir, **kwargs)
         self.made.append((server, allow_traceback))

@@ -22,6 +22,7 @@ Against real servers:
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,6 +34,7 @@ from engine.core.clock import FakeClock
 from engine.core.ports import CredentialProvider, Store
 from engine.wiring import Wiring, wire
 from tests.support.harness import AUTH_TOKEN, ServerFactory, Servers
+from tests.support.postgres import scratch_database
 from tests.support.recipients import RecipientFakeTwilio
 from tests.support.stores import BACKENDS, SQL_BACKENDS, Backend, SqlBackend
 from tests.support.wiring import make_settings
@@ -76,11 +78,30 @@ def fake() -> Iterator[RecipientFakeTwilio]:
         twilio.stop()
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A module that sets `E2E_BACKENDS = ("sqlite", "postgres")` runs each of its
+    server tests once per database backend."""
+    backends = getattr(metafunc.module, "E2E_BACKENDS", None)
+    if backends and "e2e_backend" in metafunc.fixturenames:
+        metafunc.parametrize("e2e_backend", backends)
+
+
 @pytest.fixture
-def server_factory(tmp_path: Path, fake: RecipientFakeTwilio) -> Iterator[ServerFactory]:
-    servers = Servers(tmp_path, fake.base_url)
-    yield servers.start
-    problems = servers.close()
+def e2e_backend() -> str:
+    return "sqlite"
+
+
+@pytest.fixture
+def server_factory(
+    tmp_path: Path, fake: RecipientFakeTwilio, e2e_backend: str
+) -> Iterator[ServerFactory]:
+    with contextlib.ExitStack() as stack:
+        env: dict[str, str] = {}
+        if e2e_backend == "postgres":
+            env["DATABASE_URL"] = stack.enter_context(scratch_database())
+        servers = Servers(tmp_path, fake.base_url, env=env)
+        yield servers.start
+        problems = servers.close()
     if problems:
         pytest.fail("\n\n".join(problems), pytrace=False)
 

@@ -3,8 +3,8 @@
 `BACKENDS` maps a name to a factory: given the test's tmp_path, a context manager
 that yields a ready `Backend` and cleans up after it. The `backend` and `store`
 fixtures (tests/support/plugin.py) run each test that asks for them once per entry,
-so a new backend is one entry here. "postgres" skips unless TERTULIA_TEST_POSTGRES_URL
-points at a scratch database (its tables are dropped before and after each test).
+so a new backend is one entry here. "postgres" runs on a fresh database per test on
+the server TERTULIA_TEST_POSTGRES_URL names, and skips without it (fails in CI).
 
 A `Backend` also reads back what the port wrote, the same way on every backend
 (`rows`, `select`), so contract tests can check rows the port itself never returns.
@@ -13,14 +13,12 @@ SQL backends add `raw`: plain SQL, as ops would run it.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, closing, contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import Engine, select, text
 
 from engine.core.ports import Store
@@ -29,6 +27,7 @@ from persistence.db import make_engine
 from persistence.memory import MemoryStore
 from persistence.models import Base
 from persistence.store import SqlStore
+from tests.support.postgres import POSTGRES_ENV, scratch_database
 
 __all__ = [
     "BACKENDS",
@@ -40,7 +39,6 @@ __all__ = [
     "SqlBackend",
 ]
 
-POSTGRES_ENV = "TERTULIA_TEST_POSTGRES_URL"
 
 # The columns the Store port writes, by table: what `Backend.rows` returns.
 COLUMNS: dict[str, tuple[str, ...]] = {
@@ -141,17 +139,10 @@ def sqlite_backend(tmp_path: Path) -> Iterator[Backend]:
 
 @contextmanager
 def postgres_backend(tmp_path: Path) -> Iterator[Backend]:
-    url = os.environ.get(POSTGRES_ENV, "")
-    if not url:
-        pytest.skip(f"set {POSTGRES_ENV} to a scratch PostgreSQL database URL to run the "
-                    "Store tests on PostgreSQL")
-    migrate.downgrade(url, "base")  # a scratch database: start from nothing
-    migrate.upgrade(url)
-    try:
-        with _sql_backend("postgres", url) as backend:
-            yield backend
-    finally:
-        migrate.downgrade(url, "base")
+    # A fresh, migrated database per test on the server TERTULIA_TEST_POSTGRES_URL names;
+    # skipped without one, except in CI, where it fails (tests/support/postgres.py).
+    with scratch_database() as url, _sql_backend("postgres", url) as backend:
+        yield backend
 
 
 @contextmanager
