@@ -68,11 +68,13 @@ def serve(host: str, port: int, workers: int) -> None:
 
     settings = _settings()
     logs.configure(settings.log_level, settings.log_format)
-    _warn_about_mode(settings)
     if workers > 1:
         _serve_workers(settings, host, port, workers)
         return
-    app = create_app(Worker(settings, stats=True))
+    # Built before the warnings, so a refusal (flows, database) is the only line printed.
+    worker = Worker(settings, stats=True)
+    _warn_about_mode(settings)
+    app = create_app(worker)
     # Everything built so far (modules, the app, SQLAlchemy's tables) lives as long as
     # the process: moved out of the collector's reach, the full collections that the
     # per-message garbage triggers stop re-walking it (collection was 6% of the CPU in
@@ -93,6 +95,7 @@ def _serve_workers(settings: Settings, host: str, port: int, workers: int) -> No
     # Fail here, in one line, rather than N times in the children: flows, the database
     # (upgraded on SQLite, checked at head on PostgreSQL), the credential provider.
     wire(settings).close()
+    _warn_about_mode(settings)
     uvicorn.run("engine.server.app:worker_app", factory=True, host=host, port=port,
                 workers=workers, log_config=None, access_log=False, lifespan="on",
                 timeout_graceful_shutdown=10)

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.e2e.browser import Chromium, open_chromium
-from tests.e2e.harness import REPO, RecipientFakeTwilio, Server, wait_until, whatsapp
+from tests.support.browser import Chromium, open_chromium
+from tests.support.harness import REPO, Server, wait_until, whatsapp
+from tests.support.recipients import RecipientFakeTwilio
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.harness import Server, wait_until
+from tests.support.harness import Server, wait_until
 
 pytestmark = pytest.mark.e2e
 

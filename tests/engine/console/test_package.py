@@ -8,7 +8,7 @@ import tomllib
 from pathlib import PurePosixPath
 
 from engine.console.views import HERE
-from tests.conftest import REPO
+from tests.support.paths import REPO
 
 
 def package_data_globs() -> list[str]:

@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 
 from engine.server.app import create_app
 from engine.server.worker import Worker
-from tests.conftest import make_settings
+from tests.support.wiring import make_settings
 
 TOKEN = "console-admin-token-7c1e9b"  # distinctive, so a leak into a log is findable
 ORIGIN = "http://testserver"

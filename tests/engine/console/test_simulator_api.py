@@ -14,9 +14,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from engine.console.views import error_text
-from tests.conftest import FLOWS
-from tests.console.conftest import TOKEN, ClientFactory, bearer, say
-from tests.e2e.harness import db_rows
+from tests.engine.console.conftest import TOKEN, ClientFactory, bearer, say
+from tests.support.harness import db_rows
+from tests.support.paths import FLOWS
 
 PHONE = "+5491133300002"
 

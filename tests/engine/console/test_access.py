@@ -11,7 +11,7 @@ import logging
 import pytest
 from starlette.testclient import TestClient
 
-from tests.console.conftest import (
+from tests.engine.console.conftest import (
     ORIGIN,
     TOKEN,
     ClientFactory,
