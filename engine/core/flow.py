@@ -150,6 +150,12 @@ class Flow:
         """The answer to the first message of a conversation."""
         return turn.stay(self.start_text)
 
+    def expects(self, state: str, context: Mapping[str, Any]) -> str | None:
+        """What the bot just asked for in `state`: "name", "email", "free" (free text),
+        "yesno", or None for anything. A closing word inside such an answer ("Ana Chau",
+        "chau.maria@gmail.com") does not close; a plain "chau" or "cancelar" still does."""
+        return None
+
 
 StepFn = Callable[[Flow, Turn], Decision]
 
