@@ -67,7 +67,7 @@ class Intents:
     """The rule-based detector; ``extra`` adds a flow's own phrases per intent."""
 
     def __init__(self, extra: Mapping[str, Iterable[str]] | None = None) -> None:
-        self._book = Phrasebook(extra)
+        self._book = Phrasebook.shared(extra)
         self._emoji = str.maketrans(dict(lx.EMOJI))
 
     def detect(self, text: str, *, expects: str | None = None) -> str | None:
