@@ -200,7 +200,12 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=7, help="timed passes over the part")
     parser.add_argument("--no-write", action="store_true",
                         help="print the results but do not append to bench/RESULTS.md")
+    parser.add_argument("--quick", action="store_true", help="three timed passes")
+    parser.add_argument("--keep", action="store_true", help="accepted for bench.run_all; "
+                        "this benchmark leaves nothing behind")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds = 3
     if args.errors and args.part != "dev":
         parser.error("--errors lists misses of the dev part only")
     return args
@@ -256,7 +261,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"{example.label:<12} -> {got:<12} {example.expects or '':<6} {example.text}")
     from bench.common import Report
 
-    section = Report(f"Intent detection on the {args.part} part (bench/intents.py)", quick=False)
+    section = Report(f"Intent detection on the {args.part} part (bench/intents.py)",
+                     quick=args.quick)
     section.settings({"part": f"tests/data/intents/{args.part}.tsv", "messages": len(examples),
                       "timed passes": args.rounds})
     section.text(f"`uname -a`: {_uname()}")
