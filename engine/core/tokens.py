@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["Clause", "Typos", "clauses", "fold", "normalize", "phonetic", "squeeze"]
 
@@ -22,10 +22,11 @@ _REPEATS = re.compile(r"(\w)\1+")
 # An address or a link is never an order, whatever words it is made of.
 _ADDRESS = re.compile(r"[^\s@]+@[^\s@]+|(?:https?://|www\.)\S+", re.IGNORECASE)
 _LAUGH = frozenset("jaeihs")
+# Marks after which a ¿ opened before no longer reaches.
+_SENTENCE_END = frozenset("?.!\n")
 
 
-@dataclass(frozen=True, slots=True)
-class Clause:
+class Clause(NamedTuple):
     """The words of one clause, as typed, and whether it sits inside a question."""
 
     words: tuple[str, ...]
@@ -58,15 +59,15 @@ def clauses(text: str) -> Iterator[Clause]:
     if "@" in text or "http" in text or "www." in text:
         text = _ADDRESS.sub(" ", text)
     parts = _CLAUSE_SPLIT.split(text)
+    last = len(parts) - 1
     opened = False
     for k in range(0, len(parts), 2):
-        before = parts[k - 1] if k else ""
-        after = parts[k + 1] if k + 1 < len(parts) else ""
-        opened = opened or "¿" in before
+        opened = opened or (k > 0 and "¿" in parts[k - 1])
+        after = parts[k + 1] if k < last else ""
         words = tuple(_WORD.findall(parts[k]))
         if words:
             yield Clause(words, opened or "?" in after)
-        if "?" in after or any(mark in after for mark in ".!\n"):
+        if not _SENTENCE_END.isdisjoint(after):
             opened = False
 
 
