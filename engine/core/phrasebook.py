@@ -68,11 +68,13 @@ class Phrasebook:
 
     @classmethod
     def shared(cls, extra: Mapping[str, Iterable[str]] | None = None) -> Phrasebook:
+        """The book for this `extra`, built on first use."""
         key = tuple(sorted((intent, (phrases,) if isinstance(phrases, str) else tuple(phrases))
                            for intent, phrases in (extra or {}).items()))
         book = _SHARED.get(key)
         if book is None:
-            book = _SHARED[key] = cls(extra)
+            book = cls(extra)
+            _SHARED[key] = book
         return book
 
     def __init__(self, extra: Mapping[str, Iterable[str]] | None = None) -> None:
@@ -122,6 +124,7 @@ class Phrasebook:
                 held = self._phrases.get(key)
                 if held is None or rank(intent) <= rank(held.label):
                     self._phrases[key] = Entry(intent, "strong")
+                self.known.update(key)
 
     def _add(self, phrase: str, label: str, strength: str) -> None:
         key = self._key(phrase)
@@ -158,6 +161,7 @@ class Phrasebook:
     # -- words ------------------------------------------------------------------------
 
     def words(self, raw: Iterable[str]) -> Words:
+        """The canonical words of a clause's raw words, in order."""
         words = Words([], [], [])
         verbs = False
         for token in raw:
@@ -184,6 +188,7 @@ class Phrasebook:
         return reading
 
     def _canonical(self, low: str) -> tuple[str, ...]:
+        """One lowercased token as canonical words: more than one for an abbreviation."""
         folded = fold(low)
         word = squeeze(folded)
         if laugh(word):
@@ -194,6 +199,8 @@ class Phrasebook:
         return (self._word(word, low),)
 
     def _word(self, word: str, low: str) -> str:
+        """A folded word as the table knows it: a verb as lemma:mood, else itself or the
+        word it is a typo of."""
         accented = ACCENTED.get(low)
         if accented is not None:
             return f"{accented[0]}:{accented[1]}"
