@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import random
+import re
 import statistics
 import subprocess
 import sys
@@ -139,6 +141,56 @@ def report(result: Score) -> str:
         "Confusion (rows: label in the corpus; columns: what the detector said):\n\n"
         + render(["label \\ detected", *LABELS], confusion_rows(result)),
     ])
+
+
+# -- typos -----------------------------------------------------------------------------
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+_WORD = re.compile(r"[^\W\d_]{5,}")
+
+
+def with_typo(text: str, rng: random.Random) -> str | None:
+    """The text with one edit (a letter dropped, added, changed or two swapped) at a
+    random place of its longest word of five letters or more; None if it has none."""
+    words = _WORD.findall(text)
+    if not words:
+        return None
+    word = max(words, key=len)
+    i = rng.randrange(len(word) - 1)
+    kind = rng.choice(("drop", "add", "change", "swap"))
+    letter = rng.choice(_LETTERS)
+    typo = {"drop": word[:i] + word[i + 1:], "add": word[:i] + letter + word[i:],
+            "change": word[:i] + letter + word[i + 1:],
+            "swap": word[:i] + word[i + 1] + word[i] + word[i + 2:]}[kind]
+    return text.replace(word, typo, 1)
+
+
+def typo_rows(detectors: Sequence[tuple[str, Detect]], examples: Sequence[Example]
+              ) -> list[list[str]]:
+    """Per detector: readings a typo leaves right, for intents and for neutral messages,
+    and the neutral messages a typo made close.
+
+    Only messages every detector reads right without the typo count, so each figure is
+    the share of right readings a typo leaves standing, on the same messages with the
+    same typos for all.
+    """
+    rng = random.Random(13)
+    typed = [(e, with_typo(e.text, rng)) for e in examples]
+    right = [(e, t) for e, t in typed if t is not None and all(
+        (detect(e.text, e.expects) or "none") == e.label for _, detect in detectors)]
+    rows = []
+    for name, detect in detectors:
+        after = [(e, detect(t, e.expects) or "none") for e, t in right]
+        rows.append([name, _share(after, lambda e: e.label != "none"),
+                     _share(after, lambda e: e.label == "none"),
+                     str(sum(1 for e, got in after if e.label == "none" and got in CLOSING))])
+    return rows
+
+
+def _share(after: Sequence[tuple[Example, str]], which: Callable[[Example], bool]) -> str:
+    rows = [(e, got) for e, got in after if which(e)]
+    kept = sum(1 for e, got in rows if got == e.label)
+    return f"{kept} of {len(rows)} ({100 * kept / len(rows):.1f}%)"
 
 
 # -- cost per message ------------------------------------------------------------------
@@ -274,6 +326,15 @@ def main(argv: Sequence[str] | None = None) -> None:
                      + render(["label", "n", "precision", "recall", "F1"], table(before))
                      + "\n\n" + "Neutral read as a closing: {} of {}.".format(
                          *before.false_closings()))
+    detectors = [("this detector", current())]
+    if old is not None:
+        detectors.append((f"the detector at {BASELINE_COMMIT}", old))
+    section.text("**Typos**: the messages every detector below reads right, each with one "
+                 "random edit (a letter dropped, added, changed, or two swapped; seed 13) in "
+                 "its longest word of five letters or more\n\n" + render(
+                     ["detector", "intents still read right", "neutral still read none",
+                      "neutral the typo made close"],
+                     typo_rows(detectors, examples)))
     timing = _timing_rows(examples, args.rounds)
     section.text("**Cost per message** (one pass calls the detector once per message of the "
                  "part, in this process; later passes: the median)\n\n"
