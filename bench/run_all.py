@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDER = ["webhook", "scale", "timeout_precision", "restart", "outbox"]
+ORDER = ["webhook", "scale", "timeout_precision", "restart", "outbox", "intents"]
 # Seconds each may take before it is stopped (full run; --quick runs far below).
 LIMITS = {"webhook": 900, "scale": 1200, "timeout_precision": 900, "restart": 1200,
-          "outbox": 600}
+          "outbox": 600, "intents": 300}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -85,6 +85,13 @@ def _provider(key: str, raw: str) -> str:
     return raw
 
 
+def _detector(key: str, raw: str) -> str:
+    module, _, attr = raw.partition(":")
+    if not module or not attr:
+        raise ConfigError(key, raw, "a 'module:Class' path such as mycompany.nlu:Detector")
+    return raw
+
+
 def _sender(key: str, raw: str) -> str:
     if not raw.startswith("whatsapp:") or not is_e164(raw[9:]):
         raise ConfigError(key, raw, "a WhatsApp sender such as whatsapp:+14155238886")
@@ -108,6 +115,7 @@ class Settings:
     trial_duration: timedelta = timedelta(hours=24)
     trial_cooldown: timedelta = timedelta(days=30)
     credential_provider: str | None = None
+    intent_detector: str | None = None
     twilio_account_sid: str | None = None
     twilio_auth_token: Secret | None = None
     twilio_whatsapp_from: str | None = None
@@ -155,6 +163,7 @@ class Settings:
             trial_duration=timedelta(hours=get("TRIAL_DURATION_HOURS", _number) or 24),
             trial_cooldown=timedelta(days=_default(cooldown, 30.0)),
             credential_provider=get("CREDENTIAL_PROVIDER", _provider),
+            intent_detector=get("INTENT_DETECTOR", _detector),
             twilio_account_sid=get("TWILIO_ACCOUNT_SID", _account_sid),
             twilio_auth_token=get("TWILIO_AUTH_TOKEN", lambda k, v: Secret(v)),
             twilio_whatsapp_from=get("TWILIO_WHATSAPP_FROM", _sender),

@@ -12,6 +12,7 @@ from engine.core.ports import CredentialProvider
 from engine.core.registry import FlowRegistry
 from engine.credentials.local import load_provider
 from engine.flowfiles import load_flows
+from engine.nlu.loader import load_detector
 from engine.settings import Settings
 from persistence import migrate
 from persistence.db import is_sqlite, make_engine
@@ -60,5 +61,6 @@ def wire(
             session_timeout=settings.session_timeout, session_warning=settings.session_warning,
             trial_cooldown=settings.trial_cooldown,
         ),
+        detector=load_detector(settings.intent_detector),
     )
     return Wiring(settings, db, store, flows, conversations, clock)

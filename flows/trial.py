@@ -8,6 +8,7 @@ the engine reaches from any open state (inactivity, "cancelar"), and a goodbye
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from engine import Decision, Flow, Turn, step
@@ -80,6 +81,12 @@ class Trial(Flow):
     }
 
     # -- steps ---------------------------------------------------------------------------
+    def expects(self, state: str, context: Mapping[str, Any]) -> str | None:
+        """While taking the details, a name and then an email: "Ana Chau" is a name."""
+        if state != "trial_request":
+            return None
+        return "email" if "name" in context else "name"
+
     def start(self, turn: Turn) -> Decision:
         """Greet, by name when WhatsApp tells us one."""
         name = f", {turn.profile_name}" if turn.profile_name else ""

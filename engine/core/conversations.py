@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from engine.core.clock import Clock
 from engine.core.errors import LeaseLost, SessionBusy, StoreError
 from engine.core.flow import CompiledFlow, Decision, Turn
+from engine.core.intents import IntentDetector
 from engine.core.ports import (
     CredentialProvider,
     CredentialRequest,
@@ -61,10 +62,13 @@ class Conversations:
     def __init__(
         self, *, flows: FlowRegistry, store: Store, provider: CredentialProvider, clock: Clock,
         settings: ConversationSettings | None = None, listeners: Sequence[Listener] = (),
+        detector: IntentDetector | None = None,
     ) -> None:
         self.flows, self._store, self._provider, self.clock = flows, store, provider, clock
         self.settings = settings or ConversationSettings()
         self._listeners = list(listeners)
+        # None: each flow's built-in rules, with the flow's own vocabulary.
+        self._detector = detector
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -175,8 +179,11 @@ class Conversations:
     def _turn(
         self, work: Work, session: SessionRecord, inbound: Inbound, flow: CompiledFlow
     ) -> Turn:
+        expects = flow.instance.expects(session.state, session.context)
+        detector = self._detector or flow.intents
         return Turn(
-            text=inbound.text, intent=flow.intents.detect(inbound.text), state=session.state,
+            text=inbound.text, intent=detector.detect(inbound.text, expects=expects),
+            state=session.state,
             context=session.context, now=work.now, profile_name=inbound.profile_name,
             trials=lambda: work.tx.latest_trial(session.phone),
             trial_cooldown=self.settings.trial_cooldown,

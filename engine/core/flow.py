@@ -174,6 +174,12 @@ class Flow:
         """What the credential provider receives besides the phone, from the context."""
         return {}
 
+    def expects(self, state: str, context: Mapping[str, Any]) -> str | None:
+        """What the bot just asked for in `state`: "name", "email", "free" (free text),
+        "yesno", or None for anything. A closing word inside such an answer ("Ana Chau",
+        "chau.maria@gmail.com") does not close; a plain "chau" or "cancelar" still does."""
+        return None
+
 
 StepFn = Callable[[Flow, Turn], Decision]
 

@@ -26,7 +26,7 @@ HAPPY_PATH = "hola\nquiero la prueba\nAna Díaz\nana@mail.com\n"
 # Settings tertulia reads: a developer's shell must not leak into these runs.
 _OURS = re.compile(
     r"^(DATABASE_URL|FLOWS_DIR|DEFAULT_FLOW|SESSION_\w+|SWEEP_\w+|STATS_\w+|TRIAL_\w+"
-    r"|CREDENTIAL_PROVIDER|TWILIO_\w+|PUBLIC_BASE_URL|OUTBOX_\w+|LOG_LEVEL|LOG_FORMAT"
+    r"|CREDENTIAL_PROVIDER|INTENT_DETECTOR|TWILIO_\w+|PUBLIC_BASE_URL|OUTBOX_\w+|LOG_LEVEL|LOG_FORMAT"
     r"|SQLITE_\w+)$"
 )
 
