@@ -146,9 +146,9 @@ class Timeouts:
 
     def pause(self) -> None:
         """Another worker holds the lease now: stop running jobs, keep writing them."""
-        if self.active:
+        if self.active and self.scheduler.running:
             self.scheduler.pause()
-            self.active = False
+        self.active = False
 
     def thread_alive(self) -> bool:
         # APScheduler 3 has no public handle on its thread; the attribute is stable.

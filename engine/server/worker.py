@@ -142,6 +142,8 @@ class Worker:
 
     def _lease_loop(self) -> None:
         while not self._stop.wait(_LEASE_SECONDS):
+            if "scheduler" in self._failed:
+                continue  # no scheduler to run: leave the lease to the other workers
             was = self.timeouts.active
             held = self.lease.renew()
             if held and not was:

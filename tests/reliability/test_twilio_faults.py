@@ -27,6 +27,8 @@ from tests.support.harness import AUTH_TOKEN, run_threads, wait_until, whatsapp
 from tests.support.recipients import SeededFaultsFake
 from tests.support.trial import text_of
 
+# The outbox under faults, on the embedded SQLite and on PostgreSQL.
+E2E_BACKENDS = ("sqlite", "postgres")
 RATES = {"error_500": 0.3, "error_429": 0.1, "slow": 0.05, "slow_seconds": 1.0}
 SEED = 180  # 34 requests: 5 x 500, 5 x 429, 1 slow 500, 3 slow 201s (41% faults)
 HTTP_TIMEOUT = "0.5"  # < slow_seconds

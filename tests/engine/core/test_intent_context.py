@@ -15,7 +15,7 @@ import pytest
 from engine.core.errors import ConfigError
 from engine.core.ports import Inbound
 from engine.wiring import Wiring
-from tests.conftest import rows
+from tests.support.wiring import rows
 
 PHONE = "+5491144443333"
 ASK_NAME = "¡Genial! Para armar tu cuenta, ¿cómo te llamás?"

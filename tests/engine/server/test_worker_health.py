@@ -1,0 +1,45 @@
+"""A worker tells the truth about itself: its role, and a thread it needs that died."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engine.server.worker import Worker
+from tests.support.harness import wait_until
+from tests.support.wiring import make_settings, rows
+
+
+@pytest.fixture
+def worker(tmp_path: Path) -> Iterator[Worker]:
+    started = Worker(make_settings(tmp_path, SCHEDULER_LEASE_SECONDS="2"))
+    started.start()
+    yield started
+    started.stop(flush_seconds=0.1)
+
+
+def test_a_lone_worker_holds_the_lease_and_says_so(worker: Worker) -> None:
+    health = worker.health()
+    assert health["ok"] is True and health["failed"] == []
+    assert health["scheduler"] == "active"
+    assert health["lease"]["held"] is True and health["lease"]["token"] >= 1
+    assert all(health["threads"].values()), health["threads"]
+    [lease] = rows(worker.wiring, "SELECT holder, token FROM leases WHERE name = 'scheduler'")
+    assert lease["holder"] == worker.id
+
+
+def test_a_dead_scheduler_thread_makes_the_worker_unhealthy_and_frees_the_lease(
+    worker: Worker,
+) -> None:
+    # APScheduler's own shutdown ends its thread, as the JobLookupError crash used to.
+    worker.timeouts.scheduler.shutdown(wait=True)
+    wait_until(lambda: not worker.health()["ok"], 5, "the worker to report the dead thread")
+    wait_until(lambda: worker.health()["scheduler"] == "standby", 5, "the worker to step down")
+    health = worker.health()
+    assert "scheduler" in health["failed"]
+    assert health["scheduler"] == "standby"
+    [lease] = rows(worker.wiring, "SELECT holder FROM leases WHERE name = 'scheduler'")
+    assert lease["holder"] is None, "given up at once for another worker to take"
+    wait_until(lambda: worker.health()["lease"]["held"] is False, 5, "the lease given up")
