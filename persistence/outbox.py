@@ -17,6 +17,7 @@ __all__ = [
     "OutRow",
     "apply_status",
     "claim",
+    "claimants",
     "deliver_console",
     "has_due",
     "mark_delivered",
@@ -134,8 +135,19 @@ def reserve_slot(
     raise AssertionError("the send_slots row exists by now")
 
 
+def claimants(store: SqlStore, channel: str) -> list[str]:
+    """The workers that hold claims on unsent rows of `channel` now."""
+    with store.reading() as conn:
+        result = conn.execute(text(
+            "SELECT DISTINCT claimed_by FROM messages WHERE channel = :channel "
+            "AND status = 'sending' AND twilio_sid IS NULL AND claimed_by IS NOT NULL"),
+            {"channel": channel})
+        return [str(row[0]) for row in result]
+
+
 def release_claims(store: SqlStore, channel: str, worker: str) -> int:
-    """At a clean stop: this worker's unsent claims go back to pending for the others."""
+    """A worker's unsent claims go back to pending for the others: its own at a clean
+    stop, or a dead worker's."""
     with store.transaction() as tx:
         cursor = tx.execute(
             "UPDATE messages SET status = 'pending', claimed_by = NULL, claim_until = NULL "

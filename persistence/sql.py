@@ -29,8 +29,9 @@ def is_transient(exc: BaseException) -> bool:
     """Whether a DBAPI error is a conflict between transactions rather than a fault."""
     if getattr(exc, "sqlstate", None) in _TRANSIENT_SQLSTATES:
         return True
-    # SQLite's busy timeout ran out while another process held the write lock.
-    return "database is locked" in str(exc)
+    # SQLite's busy timeout ran out while another process held the write lock, or a
+    # connection opened during a disk fault is read-only (SqlStore drops the pool).
+    return "database is locked" in str(exc) or "readonly database" in str(exc)
 
 
 class Driver:

@@ -65,8 +65,20 @@ class SqlStore:
                 with self.db.begin() as conn:
                     yield SqlTx(conn, self._driver)
             except DBAPIError as exc:
+                self._after_failure(exc)
                 raise StoreError(f"database error: {exc.orig}",
                                  transient=is_transient(exc.orig or exc)) from exc
+            except StoreError as exc:
+                self._after_failure(exc)
+                raise
+
+    def _after_failure(self, exc: Exception) -> None:
+        # SQLite opens a connection read-only when the file refuses writes at that moment
+        # (a read-only or full disk), and it stays so after the fault clears. Drop the
+        # pool: connections opened from now on see the file as it is. The writer runs
+        # its batch again (the error is transient), on a fresh connection.
+        if "readonly database" in str(exc):
+            self.db.dispose()
 
     def run(self, fn: Callable[[SqlTx], T]) -> T:
         """Run `fn` in a write transaction of its own (the TxRunner of a process without

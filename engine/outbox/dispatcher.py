@@ -9,7 +9,9 @@ other processes wrote.
 from __future__ import annotations
 
 import logging
+import os
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -56,6 +58,23 @@ def backoff(failures: int) -> float:
     return min(_BACKOFF_CAP, 2.0 ** (failures - 1)) * _JITTER.uniform(0.5, 1.0)
 
 
+def _dead_here(worker: str) -> bool:
+    """Whether `worker` (an id from engine.server.worker.worker_id: host:pid:tag) ran on
+    this machine and its process no longer exists. A reused pid reads as alive: then
+    its claim is waited out, the safe way to be wrong."""
+    host, _, rest = worker.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 class Dispatcher:
     """One per worker; `sender_factory` None means dry run."""
 
@@ -93,6 +112,14 @@ class Dispatcher:
     def start(self) -> None:
         # Rows a dead worker left `sending` are taken over once their claim lapses
         # (OUTBOX_CLAIM_SECONDS); they may reach the recipient twice, and only they.
+        # A worker that died on this machine (a restart after kill -9) need not be
+        # waited out: its process is gone, so its rows go back at once.
+        for worker in outbox.claimants(self._store, CHANNEL):
+            if _dead_here(worker):
+                released = outbox.release_claims(self._store, CHANNEL, worker)
+                log.warning("outbox: %d message(s) were in flight in worker %s, which is "
+                            "gone; sending them again (the recipient may get a duplicate)",
+                            released, worker)
         self.running = True
         self._thread.start()
 

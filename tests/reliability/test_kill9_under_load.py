@@ -17,7 +17,7 @@ and what users received:
   no row holds: the process died after Twilio accepted the request and before
   `record_sent` committed, so the row was still `sending` and the next start resent
   it. Hence duplicates <= rows released at start-up (the server logs that count), and
-  <= kills x WORKERS: only the dispatcher's worker threads (engine/dispatcher.py,
+  <= kills x WORKERS: only the dispatcher's worker threads (engine/outbox/dispatcher.py,
   `WORKERS`) can have a request in flight when the process dies.
 """
 
@@ -52,7 +52,7 @@ SCRIPTS = (
     ("hola", "qué es esto", "gracias, chau"),  # goodbye
     ("hola",),  # abandoned: timeout
 )
-_RELEASED = re.compile(r"outbox: (\d+) message\(s\) were in flight at the last stop")
+_RELEASED = re.compile(r"outbox: (\d+) message\(s\) were in flight in worker \S+, which is gone")
 
 
 def test_kill9_under_load(fake, server_factory):

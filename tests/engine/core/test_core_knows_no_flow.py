@@ -23,14 +23,34 @@ FLOW_KEYS = frozenset({"name", "email"})
 
 
 def flow_strings(source: str) -> list[tuple[int, str]]:
-    """(line, string) for each string constant that names a flow's reason or key."""
+    """(line, string) for each place that names a flow's reason, or reads a flow's
+    context key: `x["name"]`, `x.get("email")`, `"name" in x`.
+
+    "name" and "email" elsewhere are fine: the intent detector's answer kinds (a step
+    may say it expects a name or an email) are the engine's own vocabulary.
+    """
     found = []
     for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            text = node.value
-            if text in FLOW_KEYS or any(reason in text for reason in FLOW_REASONS):
-                found.append((node.lineno, text))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                and any(reason in node.value for reason in FLOW_REASONS):
+            found.append((node.lineno, node.value))
+        for key in _keys_read(node):
+            found.append((key.lineno, key.value))
     return sorted(found)
+
+
+def _keys_read(node: ast.AST) -> list[ast.Constant]:
+    candidates: list[ast.expr] = []
+    if isinstance(node, ast.Subscript):
+        candidates.append(node.slice)
+    elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+            and node.func.attr in ("get", "pop", "setdefault") and node.args:
+        candidates.append(node.args[0])
+    elif isinstance(node, ast.Compare) and any(isinstance(op, ast.In | ast.NotIn)
+                                               for op in node.ops):
+        candidates.append(node.left)
+    return [c for c in candidates
+            if isinstance(c, ast.Constant) and c.value in FLOW_KEYS]
 
 
 def core_modules() -> list[Path]:
@@ -57,8 +77,10 @@ def test_the_scanner_finds_what_it_looks_for() -> None:
         'detail = f"closed as trial_refused for {phone}"\n'
         'flow_name = flow.name  # an attribute, not a context key: fine\n'
         '"""A docstring that mentions a name and an email is fine too."""\n'
+        'if "name" not in turn.context: pass\n'
+        'EXPECTS = ("name", "email")  # answer kinds, not keys: fine\n'
     )
     assert flow_strings(source) == [
         (1, "name"), (2, "email"), (3, "credentials_delivered"),
-        (4, "closed as trial_refused for "),
+        (4, "closed as trial_refused for "), (7, "name"),
     ]
