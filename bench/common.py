@@ -694,8 +694,8 @@ def stats_block_cost(db: Path, timeout_minutes: float) -> dict[str, Any]:
 def outbox_query_costs(db: Path) -> dict[str, Any]:
     """Time the outbox's per-round queries, as the code runs them, on a drained outbox.
 
-    `claim_heads` writes only when it finds rows, so on a drained outbox it is read-only
-    (a `write` that is called anyway raises). The SQL is captured with sqlite3's trace
+    `claim` (run inside `store.run`, as the dispatcher does) writes only when it finds
+    rows, so on a drained outbox it is read-only. The SQL is captured with sqlite3's trace
     callback and its EXPLAIN QUERY PLAN reported: a SCAN of `messages` means each round
     costs in proportion to every message ever stored.
     """
@@ -715,14 +715,17 @@ def outbox_query_costs(db: Path) -> dict[str, Any]:
     store = SqlStore(engine)
     out: dict[str, Any] = {}
 
-    def no_write(*_args: Any, **_kwargs: Any) -> None:
-        raise RuntimeError("claim_heads wrote on a drained outbox")
+    def claim() -> int:
+        from datetime import timedelta
+
+        now = datetime.now(UTC)
+        return len(store.run(lambda tx: outbox.claim(
+            tx, channel="whatsapp", now=now, worker="bench-probe",
+            claim_until=now + timedelta(seconds=60), limit=32)))
 
     calls: dict[str, Callable[[], Any]] = {
         "pending_count": lambda: outbox.pending_count(store),
-        "claim_heads": lambda: len(outbox.claim_heads(
-            store, no_write, channel="whatsapp", now=datetime.now(UTC),  # type: ignore[arg-type]
-            busy=set(), limit=32)),
+        "claim": claim,
     }
     try:
         for name, call in calls.items():

@@ -214,11 +214,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "engine/monitoring.py; the sweep also runs once at every start, before "
                 "serving)")
     report.table(
-        ["open sessions", "messages rows", "claim_heads ms (drained outbox)",
-         "pending_count ms (/healthz)", "claim_heads plan"],
-        [[r["open"], r["outbox_q"]["messages"], r["outbox_q"]["claim_heads"]["seconds"] * 1000,
+        ["open sessions", "messages rows", "claim ms (drained outbox)",
+         "pending_count ms (/healthz)", "claim plan"],
+        [[r["open"], r["outbox_q"]["messages"], r["outbox_q"]["claim"]["seconds"] * 1000,
           r["outbox_q"]["pending_count"]["seconds"] * 1000,
-          f"`{r['outbox_q']['claim_heads'].get('plan', '?')}`"] for r in rows],
+          f"`{r['outbox_q']['claim'].get('plan', '?')}`"] for r in rows],
         caption="The outbox dispatcher's claim query and /healthz's count at each size (the "
                 "code's own calls on the drained outbox, median of 3; the dispatcher claims "
                 "on every wake-up, and a commit that queues a reply wakes it)")

@@ -120,8 +120,10 @@ def insert_sessions(
     return ids
 
 
-def arm_jobs(db: Path, items: Sequence[tuple[int, datetime]], *, batch: int = 10_000) -> None:
-    """One pending timeout job per (session id, expires_at), through APScheduler."""
+def arm_jobs(db: Path | None, items: Sequence[tuple[int, datetime]], *, batch: int = 10_000,
+             url: str | None = None) -> None:
+    """One pending timeout job per (session id, expires_at), through APScheduler (on the
+    SQLite file `db`, or on the database at `url`, e.g. PostgreSQL)."""
     from apscheduler.job import Job
     from apscheduler.triggers.date import DateTrigger
     from apscheduler.util import datetime_to_utc_timestamp
@@ -131,7 +133,8 @@ def arm_jobs(db: Path, items: Sequence[tuple[int, datetime]], *, batch: int = 10
 
     if not items:
         return
-    jobs_db = make_engine(_url(db), immediate=False)
+    assert url is not None or db is not None
+    jobs_db = make_engine(url or _url(db), immediate=False)  # type: ignore[arg-type]
     timeouts = Timeouts(None, jobs_db)  # type: ignore[arg-type]  # arm() needs no engine
     timeouts.start(run_jobs=False)  # paused: it writes jobs, never runs them
     scheduler, store = timeouts.scheduler, timeouts.store
