@@ -141,6 +141,8 @@ class Timeouts:
 
     def take_over(self) -> None:
         """This worker now holds the scheduler lease: start running jobs."""
+        if not self.scheduler.running:
+            return  # shut down already: this worker is stopping
         self.scheduler.resume()
         self.active = True
 

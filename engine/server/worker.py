@@ -146,6 +146,8 @@ class Worker:
                 continue  # no scheduler to run: leave the lease to the other workers
             was = self.timeouts.active
             held = self.lease.renew()
+            if self._stop.is_set():
+                return  # stopping: a lease taken now would be given up at once, or kept
             if held and not was:
                 self._take_over()
             elif was and not held:
@@ -154,6 +156,8 @@ class Worker:
 
     def _supervise(self) -> None:
         """Restart a loop thread that died; give the lease up if the scheduler's died."""
+        if self._stop.is_set():
+            return  # threads end and the scheduler stops on purpose while stopping
         for name, (target, thread) in list(self._threads.items()):
             if not thread.is_alive() and not self._stop.is_set():
                 log.error("worker %s: thread %r died; restarting it", self.id, name)
@@ -238,13 +242,15 @@ class Worker:
         """Scheduler down without running pending jobs, a bounded outbox flush, the lease
         given up for the next worker, dispose."""
         self._stop.set()
+        # The loop threads first: the lease loop must not take the lease over, or report
+        # the scheduler dead, once the scheduler below is shut down.
+        for _target, thread in self._threads.values():
+            thread.join(timeout=2)
         self.timeouts.shutdown()
         self.lease.release()
         if self.dispatcher.running:
             self.dispatcher.stop(flush_seconds)
         self.writer.stop()
-        for _target, thread in self._threads.values():
-            thread.join(timeout=1)
         self._jobs_db.dispose()
         self.wiring.close()
 

@@ -43,3 +43,27 @@ def test_a_dead_scheduler_thread_makes_the_worker_unhealthy_and_frees_the_lease(
     [lease] = rows(worker.wiring, "SELECT holder FROM leases WHERE name = 'scheduler'")
     assert lease["holder"] is None, "given up at once for another worker to take"
     wait_until(lambda: worker.health()["lease"]["held"] is False, 5, "the lease given up")
+
+
+def test_a_stopping_worker_never_takes_the_lease_over_nor_reports_its_scheduler_dead(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Found by the workers bench: with two workers stopping together, the one without the
+    # lease took it over after its own scheduler was shut down (SchedulerNotRunningError
+    # in its lease thread), or reported the scheduler's thread as dead.
+    holder = Worker(make_settings(tmp_path, SCHEDULER_LEASE_SECONDS="2"))
+    standby = Worker(make_settings(tmp_path, SCHEDULER_LEASE_SECONDS="2"))
+    holder.start()
+    standby.start()
+    assert standby.health()["scheduler"] == "standby"
+    # The standby's scheduler is already down when the lease comes free: what it sees
+    # while it is stopping.
+    standby.timeouts.shutdown()
+    standby.timeouts.take_over()  # must be a no-op now, not SchedulerNotRunningError
+    holder.stop(flush_seconds=0.1)
+    standby.stop(flush_seconds=0.1)
+    lines = [r.getMessage() for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
+    assert not [line for line in lines if "scheduler" in line], lines
+    assert not [r for r in caplog.records if r.exc_info], "no traceback while stopping"
+    [lease] = rows(holder.wiring, "SELECT holder FROM leases WHERE name = 'scheduler'")
+    assert lease["holder"] is None, "nobody keeps a lease on the way out"
