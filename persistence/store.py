@@ -103,6 +103,10 @@ class SqlTx:
     def __init__(self, conn: Connection, driver: Driver) -> None:
         self.conn = conn
         self._driver = driver
+        # Leases this transaction found held outside any savepoint: the row stays locked
+        # (or, on SQLite, the whole database) until commit, so asking again is needless.
+        self._held: set[Fence] = set()
+        self._depth = 0
 
     @property
     def driver(self) -> Driver:
@@ -117,12 +121,15 @@ class SqlTx:
     @contextmanager
     def savepoint(self) -> Iterator[None]:
         self._run("SAVEPOINT message")
+        self._depth += 1
         try:
             yield
         except BaseException:
             self._run("ROLLBACK TO SAVEPOINT message")
             self._run("RELEASE SAVEPOINT message")
             raise
+        finally:
+            self._depth -= 1
         self._run("RELEASE SAVEPOINT message")
 
     def _session(self, row: Any) -> SessionRecord:
@@ -144,20 +151,27 @@ class SqlTx:
         """
         if not self._driver.postgres:
             return
-        for key in sorted({f"{channel}:{phone}" for channel, phone in keys}):
-            self._run("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))", key=key)
-
-    def _try_lock_conversation(self, channel: str, phone: str) -> bool:
-        row = self._run("SELECT pg_try_advisory_xact_lock(hashtextextended(:key, 0))",
-                        key=f"{channel}:{phone}").fetchone()
-        return bool(row[0])
+        ordered = sorted({f"{channel}:{phone}" for channel, phone in keys})
+        if ordered:
+            # One round trip for the batch; the aggregate takes the rows, so the locks,
+            # in the array's (sorted) order.
+            self._run("SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) "
+                      "FROM unnest(CAST(:keys AS text[])) AS k", keys=ordered)
 
     def holds(self, fence: Fence) -> bool:
+        """Whether the lease is still `fence`; on PostgreSQL its row is then share-locked
+        until commit, so no takeover can commit before the effects made under it."""
+        if fence in self._held:
+            return True
         row = self._run(
             "SELECT 1 FROM leases WHERE name = :name AND holder = :holder AND token = :token "
-            f"AND expires_at > {self._driver.db_now}",
+            f"AND expires_at > {self._driver.db_now}"
+            + (" FOR SHARE" if self._driver.postgres else ""),
             name=fence.name, holder=fence.holder, token=fence.token,
         ).fetchone()
+        if row is not None and self._depth == 0:
+            # Inside a savepoint a rollback would release the row lock with it.
+            self._held.add(fence)
         return row is not None
 
     def overdue(self, now: datetime, limit: int) -> list[int]:
@@ -170,6 +184,19 @@ class SqlTx:
             now=self._driver.time_out(now), limit=limit,
         )
         return [int(row[0]) for row in cursor.fetchall()]
+
+    def lock_overdue(self, now: datetime, limit: int) -> list[SessionRecord]:
+        """PostgreSQL: overdue open sessions, each locked as `get_session(wait=False)`
+        locks one (its conversation, then its row), in one statement. Sessions another
+        transaction holds are left out (SKIP LOCKED, or their conversation is busy)."""
+        rows = self._run(
+            f"SELECT {_SESSION_COLUMNS}, "
+            "pg_try_advisory_xact_lock(hashtextextended(channel || ':' || phone, 0)) "
+            "FROM sessions WHERE closed_at IS NULL AND expires_at <= :now "
+            "ORDER BY expires_at LIMIT :limit FOR UPDATE SKIP LOCKED",
+            now=self._driver.time_out(now), limit=limit,
+        ).fetchall()
+        return [self._session(row) for row in rows if row[-1]]
 
     def open_session(self, channel: str, phone: str) -> SessionRecord | None:
         self.lock_conversations([(channel, phone)])  # held already in a batch: no cost
@@ -195,15 +222,15 @@ class SqlTx:
         return self._session(row) if row is not None else None
 
     def _lock_session(self, session_id: int, *, wait: bool) -> bool:
-        # channel and phone never change, so reading them unlocked is safe.
-        row = self._run("SELECT channel, phone FROM sessions WHERE id = :id",
-                        id=session_id).fetchone()
-        if row is None:
-            return True
-        if wait:
-            self.lock_conversations([(row[0], row[1])])
-            return True
-        return self._try_lock_conversation(row[0], row[1])
+        # One round trip: channel and phone never change, so the key is read unlocked in
+        # the statement that takes the lock (the expiry path runs this per session).
+        take = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
+        row = self._run(
+            f"SELECT CAST({take}(hashtextextended(channel || ':' || phone, 0)) AS text) "
+            "FROM sessions WHERE id = :id", id=session_id,
+        ).fetchone()
+        # pg_advisory_xact_lock returns void (''): taken once it returns.
+        return row is None or row[0] != "false"
 
     def create_session(
         self, *, channel: str, phone: str, flow: str, state: str, now: datetime,

@@ -301,7 +301,18 @@ class Conversations:
             session = tx.get_session(session_id, wait=False)
         except SessionBusy:
             return work, now + _BUSY_RETRY
-        if session is None or not session.is_open:
+        if session is None:
+            return work, None
+        return self.expire_locked(tx, session, now=now)
+
+    def expire_locked(
+        self, tx: StoreTx, session: SessionRecord, *, now: datetime | None = None
+    ) -> tuple[Work, datetime | None]:
+        """`expire_in` for a session whose row the caller read and locked in `tx` (the
+        overdue scan reads many in one statement)."""
+        now = now or self.clock.now()
+        work = Work(tx, now)
+        if not session.is_open:
             return work, None
         if session.expires_at > now:
             return work, session.expires_at
@@ -310,7 +321,7 @@ class Conversations:
         work.transition(session, self.flows.get(session.flow), "expire",
                         notify=in_window, detail=detail)
         work.flush()
-        work.committed.fired.append(session_id)
+        work.committed.fired.append(session.id)
         return work, None
 
     def warn(self, session_id: int, *, fence: Fence | None = None) -> bool:

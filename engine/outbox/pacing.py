@@ -11,6 +11,7 @@ rate / (1 + slack): 78.4/s at 80 MPS with 20 ms of slack.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -32,12 +33,17 @@ class SharedPacer:
         self._reserve = reserve
         self._clock = clock
         self._sleep = sleep
+        # Every reservation updates one shared row: a worker's senders queue here, not
+        # in the database, where each waiting one held a pooled connection (on
+        # PostgreSQL 32 waiters overflowed the pool: a new connection per send).
+        self._reserving = threading.Lock()
 
     def wait(self, row_id: int) -> float:
         """Block until a slot of ours comes; returns it. ClaimLost if another worker took
         the row over meanwhile: it must not be sent from here."""
         while True:
-            slot = self._reserve(self._clock(), self.interval)
+            with self._reserving:
+                slot = self._reserve(self._clock(), self.interval)
             if slot is None:
                 raise ClaimLost(row_id)
             delay = slot - self._clock()

@@ -28,7 +28,7 @@ from engine.core.conversations import Conversations
 from engine.core.ports import Fence
 from engine.core.unit import Committed
 from persistence import queries
-from persistence.store import SqlStore
+from persistence.store import SqlStore, SqlTx
 
 __all__ = ["FIRE", "HEARTBEAT", "Timeouts", "fire", "forget", "heartbeat", "job_id", "sweep"]
 
@@ -126,6 +126,9 @@ class Timeouts:
             timezone="UTC",
         )
         self.active = False
+        # Set at shutdown: a job still running then must not arm its next wake-up in
+        # stores already detached (the sweep arms it at the next start).
+        self._closing = False
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -164,6 +167,7 @@ class Timeouts:
     def shutdown(self) -> None:
         """Stop without running pending jobs; they stay in the store for the next start."""
         global _active
+        self._closing = True
         if self.scheduler.running:
             # APScheduler looks for due jobs once more on shutdown, even when paused, and
             # would hand them to executors already gone; detached stores keep them intact.
@@ -192,6 +196,17 @@ class Timeouts:
         run_at = self._first_wake(expires_at)
         self.scheduler.add_job(FIRE, "date", run_date=run_at, args=[session_id],
                                id=job_id(session_id), replace_existing=True)
+
+    def forget_in(self, tx: SqlTx, session_ids: list[int]) -> None:
+        """Drop these sessions' jobs inside `tx` (the overdue scan's, which closed them).
+
+        A job APScheduler has already taken fires anyway and finds its session closed;
+        its removal then finds no row, which the store tolerates.
+        """
+        names = {f"job{i}": job_id(session_id) for i, session_id in enumerate(session_ids)}
+        if names:
+            tx.execute(f"DELETE FROM {self.store.jobs_t.name} WHERE id IN "
+                       f"({', '.join(':' + name for name in names)})", **names)
 
     def disarm(self, session_id: int) -> None:
         with contextlib.suppress(JobLookupError):  # already fired, or swept
@@ -231,6 +246,8 @@ class Timeouts:
             self._rearm(session_id, later)
 
     def _rearm(self, session_id: int, expires_at: datetime) -> None:
+        if self._closing:
+            return
         now = self.conversations.clock.now()
         fence = self._fence() if self._fence is not None else None
         may_act = self._fence is None or fence is not None
@@ -239,8 +256,10 @@ class Timeouts:
             run_at = expires_at
         else:
             run_at = self._first_wake(expires_at)
-        self.scheduler.add_job(FIRE, "date", run_date=run_at, args=[session_id],
-                               id=job_id(session_id), replace_existing=True)
+        # KeyError: the stores were detached by a shutdown that began meanwhile.
+        with contextlib.suppress(KeyError):
+            self.scheduler.add_job(FIRE, "date", run_date=run_at, args=[session_id],
+                                   id=job_id(session_id), replace_existing=True)
 
     def on_heartbeat(self) -> None:
         self._on_tick()

@@ -69,6 +69,7 @@ class Worker:
             rearm_on_message=settings.timeout_rearm == "message",
             on_tick=self._tick, batch=self.writer.expire, fence=self.lease.fence,
         )
+        self.writer.forget_jobs = self.timeouts.forget_in
         self.dispatcher = Dispatcher(
             self.store, self.clock, sender_factory=self._sender_factory(),
             max_attempts=settings.outbox_max_attempts, max_mps=settings.twilio_max_mps,

@@ -27,6 +27,7 @@ from engine.core.conversations import Conversations
 from engine.core.errors import StoreError
 from engine.core.ports import Fence, Inbound, Outbound
 from engine.core.unit import Work
+from persistence.deferred import DeferredTx
 from persistence.store import SqlStore, SqlTx
 
 __all__ = ["Writer"]
@@ -35,6 +36,9 @@ log = logging.getLogger("tertulia.writer")
 # A batch that lost a conflict with another worker is run again, this many times in all.
 _ATTEMPTS = 5
 _RETRY_PAUSE = 0.02
+# Overdue sessions closed per transaction when the scan runs apart from the batches:
+# short enough that the row locks it holds never keep a conversation waiting long.
+_SCAN_CHUNK = 100
 T = TypeVar("T")
 _STOP = object()
 
@@ -83,6 +87,9 @@ class Writer:
         # Credential providers may call slow APIs: never on the writer thread.
         self._issuer = ThreadPoolExecutor(4, thread_name_prefix="credentials")
         self.running = False
+        # Drops the timeout jobs of the sessions a scan closed, in the scan's transaction
+        # (set by the worker that owns the jobs).
+        self.forget_jobs: Callable[[SqlTx, list[int]], None] | None = None
 
     def start(self) -> None:
         self.running = True
@@ -113,7 +120,9 @@ class Writer:
     def expire(self, session_id: int, fence: Fence | None,
                then: Callable[[datetime | None], None]) -> None:
         """Queue a timeout; after its commit `then` gets the later expiry, if renewed."""
-        if not self.running:
+        if not self.running or self._store.postgres:
+            # PostgreSQL takes transactions side by side: the job's thread commits the
+            # timeout itself instead of queueing behind the webhooks' batches.
             then(self._conversations.expire(session_id, fence=fence))
             return
         self._queue.put(_Expiry(session_id, fence, then))
@@ -128,11 +137,34 @@ class Writer:
         The future gets how many were expired once they are committed.
         """
         future: Future[int] = Future()
-        if self.running:
-            self._queue.put(_Scan(limit, future))
-        else:
+        if not self.running:
             future.set_result(0)
+        elif self._store.postgres:
+            # No single writer to wait for: the caller's thread scans in transactions of
+            # its own, side by side with the batches (SKIP LOCKED keeps them apart).
+            future.set_result(self._scan_apart(limit))
+        else:
+            self._queue.put(_Scan(limit, future))
         return future
+
+    def _scan_apart(self, limit: int) -> int:
+        expired = 0
+        while expired < limit:
+            chunk = min(_SCAN_CHUNK, limit - expired)
+            try:
+                with self._store.transaction() as tx:
+                    works = self._scan_deferred(DeferredTx(tx), chunk)
+            except StoreError as exc:
+                if not exc.transient:
+                    raise
+                log.info("overdue scan lost a conflict with another worker (%s); the next "
+                         "scan takes it up", exc)
+                break
+            self._conversations.finish(works)
+            expired += len(works)
+            if len(works) < chunk:
+                break
+        return expired
 
     def stop(self) -> None:
         """Commit what is queued, then stop."""
@@ -202,6 +234,8 @@ class Writer:
                     # else in the transaction holds a lock (see SqlTx.lock_conversations).
                     works = self._conversations.run_batch(tx, [m.inbound for m in messages])
                     done = [self._apply(tx, write.fn) for write in writes]
+                    for fence in {e.fence for e in expiries if e.fence is not None}:
+                        tx.holds(fence)  # once per batch, not once per timeout
                     expired = [self._apply(tx, functools.partial(
                         self._conversations.expire_in, session_id=e.session_id, fence=e.fence))
                         for e in expiries]
@@ -221,9 +255,37 @@ class Writer:
             (result, error) = self._apply(
                 tx, functools.partial(self._conversations.expire_in, session_id=session_id))
             if error is None and result[0].committed.fired:
-                # Leave the job in place: it fires, finds the session closed, and is
-                # removed by APScheduler as usual (removing it here would contend).
                 works.append(result[0])
+        if works and self.forget_jobs is not None:
+            # Otherwise each job still fires, finds its session closed, and is removed in
+            # a transaction of its own: two more per timeout, for nothing.
+            self.forget_jobs(tx, [i for w in works for i in w.committed.fired])
+        return works
+
+    def _scan_deferred(self, tx: DeferredTx, limit: int) -> list[Work]:
+        """`_scan` on PostgreSQL: one statement reads and locks the sessions, their writes
+        leave together (persistence.deferred)."""
+        sessions = tx.lock_overdue(self._conversations.clock.now(), limit)
+        if not sessions:
+            return []
+        tx.reserve_ids(len(sessions))
+        works = []
+        for session in sessions:
+            mark = tx.mark()
+            try:
+                work, _later = self._conversations.expire_locked(tx, session)
+            except StoreError:
+                raise
+            except Exception as exc:
+                tx.undo(mark)
+                log.error("timeout of session %s failed; left open: %s: %s", session.id,
+                          type(exc).__name__, exc)
+                continue
+            if work.committed.fired:
+                works.append(work)
+        tx.flush()
+        if works and self.forget_jobs is not None:
+            self.forget_jobs(tx, [i for w in works for i in w.committed.fired])
         return works
 
     @staticmethod
