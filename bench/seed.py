@@ -121,9 +121,10 @@ def insert_sessions(
 
 
 def arm_jobs(db: Path | None, items: Sequence[tuple[int, datetime]], *, batch: int = 10_000,
-             url: str | None = None) -> None:
+             url: str | None = None, grace: timedelta = timedelta(0)) -> None:
     """One pending timeout job per (session id, expires_at), through APScheduler (on the
-    SQLite file `db`, or on the database at `url`, e.g. PostgreSQL)."""
+    SQLite file `db`, or on the database at `url`, e.g. PostgreSQL), firing `grace`
+    after the expiry as the server's Timeouts does on that backend."""
     from apscheduler.job import Job
     from apscheduler.triggers.date import DateTrigger
     from apscheduler.util import datetime_to_utc_timestamp
@@ -135,7 +136,7 @@ def arm_jobs(db: Path | None, items: Sequence[tuple[int, datetime]], *, batch: i
         return
     assert url is not None or db is not None
     jobs_db = make_engine(url or _url(db), immediate=False)  # type: ignore[arg-type]
-    timeouts = Timeouts(None, jobs_db)  # type: ignore[arg-type]  # arm() needs no engine
+    timeouts = Timeouts(None, jobs_db, grace=grace)  # type: ignore[arg-type]  # arm() needs no engine
     timeouts.start(run_jobs=False)  # paused: it writes jobs, never runs them
     scheduler, store = timeouts.scheduler, timeouts.store
 
@@ -154,14 +155,14 @@ def arm_jobs(db: Path | None, items: Sequence[tuple[int, datetime]], *, batch: i
         with jobs_db.connect() as conn:
             stored = conn.execute(
                 store.jobs_t.select().where(store.jobs_t.c.id == job_id(first_id))).first()
-        built = row(first_id, first_exp)
+        built = row(first_id, first_exp + grace)
         if stored is None or (stored.job_state, stored.next_run_time) != \
                 (built["job_state"], built["next_run_time"]):
             raise SystemExit("bench.seed: the batch job row differs from Timeouts.arm's; "
                              "APScheduler changed, fix bench/seed.py")
         rest = items[1:]
         for lo in range(0, len(rest), batch):
-            rows = [row(sid, exp) for sid, exp in rest[lo:lo + batch]]
+            rows = [row(sid, exp + grace) for sid, exp in rest[lo:lo + batch]]
             with jobs_db.begin() as conn:
                 conn.execute(store.jobs_t.insert(), rows)
     finally:

@@ -61,6 +61,7 @@ from bench import common as c
 from bench import outbox as ob
 from bench import seed
 from bench.loadgen import webhook_params
+from engine.scheduling.timeouts import POSTGRES_JOB_GRACE
 
 PG = os.environ.get("BENCH_PG", "postgresql://tertulia@127.0.0.1:55999").rstrip("/")
 PARTS = ("webhook", "timeouts", "outbox", "fairness")
@@ -287,7 +288,8 @@ def seed_pg(url: str, count: int, *, first_phone: int, expires_at: Callable[[int
             conn.commit()
             ids.extend(sids)
     t1 = time.perf_counter()
-    seed.arm_jobs(None, [(sid, expires_at(i)) for i, sid in enumerate(ids)], url=url)
+    seed.arm_jobs(None, [(sid, expires_at(i)) for i, sid in enumerate(ids)], url=url,
+                  grace=POSTGRES_JOB_GRACE)
     return seed.Seeded(ids, t1 - t0, time.perf_counter() - t1)
 
 

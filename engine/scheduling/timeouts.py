@@ -30,13 +30,19 @@ from engine.core.unit import Committed
 from persistence import queries
 from persistence.store import SqlStore, SqlTx
 
-__all__ = ["FIRE", "HEARTBEAT", "Timeouts", "fire", "forget", "heartbeat", "job_id", "sweep"]
+__all__ = [
+    "FIRE", "HEARTBEAT", "POSTGRES_JOB_GRACE", "Timeouts", "fire", "forget", "heartbeat", "job_id",
+    "sweep",
+]
 
 log = logging.getLogger("tertulia.timeouts")
 
 FIRE = "engine.scheduling.timeouts:fire"
 HEARTBEAT = "engine.scheduling.timeouts:heartbeat"
 JOB_PREFIX = "timeout:"
+# On PostgreSQL every worker's overdue scan closes timeouts as they come due, a hundred
+# per round trip; a job fires this much later, only for what the scan has not closed.
+POSTGRES_JOB_GRACE = timedelta(seconds=2)
 
 # The process's Timeouts, for the module-level job functions APScheduler calls by path.
 _active: Timeouts | None = None
@@ -106,9 +112,13 @@ class Timeouts:
         self, conversations: Conversations, jobs_db: DbEngine, *, warning: timedelta | None = None,
         rearm_on_message: bool = False, on_tick: Callable[[], None] = lambda: None,
         batch: Callable[[int, Fence | None, Callable[[datetime | None], None]], None] | None = None,
-        fence: Callable[[], Fence | None] | None = None,
+        fence: Callable[[], Fence | None] | None = None, grace: timedelta = timedelta(0),
     ) -> None:
         self.conversations = conversations
+        # How long after a session's expiry its job fires. Where every worker's overdue
+        # scan closes sessions in batches (PostgreSQL), the job is the backstop: firing
+        # with the scan would only contend with it for the same rows.
+        self._grace = grace
         self._warning = warning
         self._rearm_on_message = rearm_on_message
         self._on_tick = on_tick
@@ -214,7 +224,7 @@ class Timeouts:
 
     def _first_wake(self, expires_at: datetime) -> datetime:
         if self._warning is None:
-            return expires_at
+            return expires_at + self._grace
         return max(expires_at - self._warning, self.conversations.clock.now())
 
     # -- firing --------------------------------------------------------------------------
@@ -253,7 +263,7 @@ class Timeouts:
         may_act = self._fence is None or fence is not None
         if self._warning is not None and now >= expires_at - self._warning and may_act:
             self.conversations.warn(session_id, fence=fence)
-            run_at = expires_at
+            run_at = expires_at + self._grace
         else:
             run_at = self._first_wake(expires_at)
         # KeyError: the stores were detached by a shutdown that began meanwhile.

@@ -28,7 +28,7 @@ from engine.core.ports import CredentialProvider
 from engine.monitoring.metrics import Metrics, lifecycle_logger, stats_block
 from engine.outbox.dispatcher import Dispatcher, Sender
 from engine.scheduling.lease import Lease
-from engine.scheduling.timeouts import Timeouts, sweep
+from engine.scheduling.timeouts import POSTGRES_JOB_GRACE, Timeouts, sweep
 from engine.server.writer import Writer
 from engine.settings import Settings
 from engine.wiring import Wiring, wire
@@ -68,6 +68,7 @@ class Worker:
             self.conversations, self._jobs_db, warning=settings.session_warning,
             rearm_on_message=settings.timeout_rearm == "message",
             on_tick=self._tick, batch=self.writer.expire, fence=self.lease.fence,
+            grace=POSTGRES_JOB_GRACE if self.store.postgres else timedelta(0),
         )
         self.writer.forget_jobs = self.timeouts.forget_in
         self.dispatcher = Dispatcher(

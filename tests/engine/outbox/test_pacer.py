@@ -71,8 +71,8 @@ def test_two_workers_together_never_exceed_the_rate_in_any_second(wiring: Wiring
                                    clock=clock.time, sleep=clock.sleep), row))
     sent = [pacers[i % 2][0].wait(pacers[i % 2][1]) for i in range(60)]
     assert busiest_window(sent) <= 10
-    # Spaced by (1 + slack) / rate: the ceiling is rate / 1.02, not far below the rate.
-    assert (sent[-1] - sent[0]) / 59 == pytest.approx(1.02 / 10)
+    # Spaced by (1 + slack) / rate: the ceiling is rate / 1.025, not far below the rate.
+    assert (sent[-1] - sent[0]) / 59 == pytest.approx(1.025 / 10)
 
 
 def test_a_send_that_wakes_late_takes_a_new_slot_instead_of_bunching(wiring: Wiring) -> None:
@@ -81,11 +81,12 @@ def test_a_send_that_wakes_late_takes_a_new_slot_instead_of_bunching(wiring: Wir
     pacer = SharedPacer(10, reserve=reserver(wiring.store, "w1", row), clock=clock.time,
                         sleep=clock.sleep)
     first = pacer.wait(row)
-    clock.oversleep = 0.05  # the next sleep overshoots by more than the 20 ms of slack
+    clock.oversleep = 0.05  # the next sleep overshoots by more than the 10 ms allowed
     second = pacer.wait(row)
-    # The late slot was given up: the send leaves on a fresh slot, within its slack.
+    # The late slot was given up: the send leaves on a fresh slot, soon enough after it
+    # that 15 ms of the slack are left for the request to reach Twilio.
     assert second > first + pacer.interval
-    assert second <= clock.now <= second + 0.020
+    assert second <= clock.now <= second + 0.010
     with wiring.db.connect() as conn:
         next_slot = conn.execute(text("SELECT next_slot FROM send_slots")).scalar_one()
     assert next_slot == pytest.approx(second + pacer.interval)
