@@ -137,9 +137,11 @@ def _warn_about_mode(settings: Settings) -> None:
 @click.option("--phone", default="+5491100000000", show_default=True, callback=_phone,
               help="The number this terminal pretends to be.")
 @click.option("--name", "profile_name", default=None, help="A WhatsApp profile name to greet.")
+@click.option("--flow", "flow", default=None,
+              help="The flow a new session starts in (default: DEFAULT_FLOW).")
 @_fail_cleanly
-def chat(phone: str, profile_name: str | None) -> None:
-    """Talk to the default flow in the terminal (reads stdin line by line)."""
+def chat(phone: str, profile_name: str | None, flow: str | None) -> None:
+    """Talk to a flow in the terminal (reads stdin line by line)."""
     from engine.channels.console import ConsoleChat
     from engine.monitoring import logs
     from engine.server.worker import Worker
@@ -147,8 +149,11 @@ def chat(phone: str, profile_name: str | None) -> None:
     settings = _settings()
     logs.configure("WARNING", settings.log_format)
     worker = Worker(settings)
+    if flow is not None:
+        worker.conversations.flows.get(flow)  # FlowNotFound names the known ones
     worker.start()
-    chat = ConsoleChat(worker.conversations, worker.store, phone, profile_name=profile_name)
+    chat = ConsoleChat(worker.conversations, worker.store, phone, profile_name=profile_name,
+                       flow=flow)
     interactive = sys.stdin.isatty()
     try:
         with chat.watching():
