@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from engine.flowfiles import load_flows
 from tests.support.paths import BROKEN_FLOWS as BROKEN
 from tests.support.paths import FLOWS
 
@@ -161,7 +162,8 @@ def test_chat_with_an_unknown_default_flow_fails_on_one_line(tmp_path: Path) -> 
     result = tertulia(tmp_path, "chat", stdin="hola\n", DEFAULT_FLOW="nope")
 
     line = assert_one_line_error(result)
-    assert "'nope'" in line and "Known flows: trial" in line
+    known = ", ".join(sorted(load_flows(FLOWS, "trial").flows))
+    assert "'nope'" in line and f"Known flows: {known}." in line
 
 
 # -- flows ---------------------------------------------------------------------------------
