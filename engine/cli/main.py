@@ -201,6 +201,28 @@ def flows_check(files: tuple[Path, ...]) -> None:
     click.echo(f"{len(paths)} file(s) OK")
 
 
+@flows.command("test")
+@click.argument("files", nargs=-1, type=click.Path(path_type=Path))
+@_fail_cleanly
+def flows_test(files: tuple[Path, ...]) -> None:
+    """Run the conversation tests in FILES, or every *.tests file in FLOWS_DIR."""
+    from engine.flowtests import run_files
+
+    paths = list(files) or sorted(_settings().flows_dir.glob("*.tests"))
+    if not paths:
+        raise click.ClickException(
+            f"no *.tests file in {_settings().flows_dir}. Fix: write one beside the flow "
+            "(README, 'Conversation tests')")
+    results = run_files(paths)
+    failed = [r for r in results if r.failure is not None]
+    for result in failed:
+        click.echo(f"FAIL {result.failure}\n", err=True)
+    click.echo(f"{len(results) - len(failed)} passed, {len(failed)} failed "
+               f"({len(paths)} file(s))")
+    if failed:
+        raise SystemExit(1)
+
+
 @flows.command("draw")
 @click.argument("name")
 @_fail_cleanly

@@ -41,7 +41,8 @@ def numbered(body: str, choices: Sequence[Choice]) -> str:
 
 
 def pick(offered: Sequence[Choice], *, text: str, choice_id: str | None) -> Choice | None:
-    """The offered choice a message answers: its id (a tap), its title, or its number."""
+    """The offered choice a message answers: its id (a tap), its title (or the first
+    words of only one title), or its number."""
     if not offered:
         return None
     for choice in offered:
@@ -51,6 +52,10 @@ def pick(offered: Sequence[Choice], *, text: str, choice_id: str | None) -> Choi
     for choice in offered:
         if folded and folded in (_fold(choice.title), _fold(choice.id)):
             return choice
+    # The first words of one title only: "miércoles" for "Miércoles 15:00".
+    starting = [c for c in offered if folded and f"{_fold(c.title)} ".startswith(f"{folded} ")]
+    if len(starting) == 1:
+        return starting[0]
     number = _NUMBER.fullmatch(text)
     if number is not None and 1 <= int(number.group(1)) <= len(offered):
         return offered[int(number.group(1)) - 1]
