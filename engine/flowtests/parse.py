@@ -1,25 +1,33 @@
 """The conversation test format: plain lines a flow author reads and writes by hand.
 
-    # Conversation tests for flows/booking.py; run them with `tertulia flows test`.
-    flow: booking              (optional: the file's name, booking.tests, says it)
-    timeout: 3m                (optional: SESSION_TIMEOUT for every case; 3m by default)
-    warning: 30s               (optional: SESSION_WARNING; off by default)
+    # Conversation tests for flows/booking.py
+    timeout: 3m
+    warning: 30s
 
-    == a tap books a turn      (a case: a fresh conversation, on a fresh store and clock)
-    name: Lucía                (the WhatsApp profile name of the messages that follow)
-    > hola                     (the user writes)
-    < ¡Hola, Lucía! 💈 ...     (the bot's next message; "..." stands for anything)
-    choices: Corte | Barba | Color   (the titles that message offers)
-    > [Barba]                  (the user taps the offered choice with that title)
-    < @ask_day                 (the next message is the flow's text ask_day)
-    state: day                 (the session's state now)
-    wait: 3m                   (the clock moves: due warnings and timeouts run)
+    == a tap books a turn
+    name: Lucía
+    > hola
+    < ¡Hola, Lucía! 💈 ...
+    choices: Corte | Barba | Color
+    > [Barba]
+    < @ask_day
+    state: day
+    wait: 3m
     < @timeout_notice
-    state: timeout (timeout)   (a closed session: its state and close reason)
+    state: timeout (timeout)
+
+- `#` starts a comment line; `flow:`, `timeout:` and `warning:` come before the first
+  case (the flow defaults to the file's name; the timeout to 3m; no warning).
+- `== title` starts a case: a fresh conversation, store and clock.
+- `> text` is what the user writes, `> [Title]` a tap on the offered choice with that
+  title, `name:` the profile name of the messages that follow.
+- `< text` is the bot's next message ("..." for anything, `\\n` for a line break),
+  `< @key` one rendered from the flow's text `key`; `choices:` the titles it offers.
+- `state: day`, or `state: closed (booked)` with the close reason.
+- `wait: 3m` moves the clock; due warnings and timeouts run.
 
 After each `>` and `wait`, every message the bot sent is listed with `<`, in order:
-one it sends and the test does not list is a failure too. `\\n` in an expected text
-stands for a line break.
+one it sends and the test does not list is a failure too.
 """
 
 from __future__ import annotations

@@ -73,3 +73,16 @@ def test_a_tapped_no_gracias_declines_the_trial(
     assert [r["body"] for r in server.rows(
         "SELECT body FROM messages WHERE direction = 'in' ORDER BY id")] == [
         "hola", "No, gracias"]
+
+
+def test_dry_run_logs_the_choices_as_numbered_lines(
+    fake: RecipientFakeTwilio, server_factory: ServerFactory,
+) -> None:
+    server = server_factory(credentials=False, env={"DEFAULT_FLOW": "booking"})
+
+    server.send(LUCIA, "hola")
+
+    wait_until(lambda: server.rows("SELECT status FROM messages WHERE direction = 'out' "
+                                   "AND status = 'dry_run'"), what="the dry run")
+    assert f"{GREETING}\n\n1. Corte\n2. Barba\n3. Color" in server.log_text()
+    assert fake.requests == []

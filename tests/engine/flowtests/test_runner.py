@@ -87,3 +87,12 @@ def test_a_file_it_cannot_read_names_the_line(
         parse(path)
 
     assert str(raised.value).startswith(f"{path}:{line}: {problem}. Fix: ")
+
+
+def test_the_readme_example_passes(tmp_path: Path) -> None:
+    readme = (FLOWS.parent / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Conversation tests"):]
+    example = section[section.index("```text\n") + 8:section.index("```\n")]
+    assert "== an idle user is warned, then timed out" in example
+
+    assert run(tmp_path, example) == [None, None]
