@@ -6,7 +6,7 @@ import gc
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -14,6 +14,9 @@ from engine.cli.ops import sessions, stats
 from engine.core.errors import TertuliaError
 from engine.core.text import is_e164
 from engine.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from engine.flowtests import Result
 
 __all__ = ["main"]
 
@@ -206,14 +209,12 @@ def flows_check(files: tuple[Path, ...]) -> None:
 @_fail_cleanly
 def flows_test(files: tuple[Path, ...]) -> None:
     """Run the conversation tests in FILES, or every *.tests file in FLOWS_DIR."""
-    from engine.flowtests import run_files
-
     paths = list(files) or sorted(_settings().flows_dir.glob("*.tests"))
     if not paths:
         raise click.ClickException(
             f"no *.tests file in {_settings().flows_dir}. Fix: write one beside the flow "
             "(README, 'Conversation tests')")
-    results = run_files(paths)
+    results = _run_conversation_tests(paths)
     failed = [r for r in results if r.failure is not None]
     for result in failed:
         click.echo(f"FAIL {result.failure}\n", err=True)
@@ -221,6 +222,23 @@ def flows_test(files: tuple[Path, ...]) -> None:
                f"({len(paths)} file(s))")
     if failed:
         raise SystemExit(1)
+
+
+def _run_conversation_tests(paths: list[Path]) -> list[Result]:
+    """Every case of every file; each file's flows load from its own folder."""
+    from engine.core.registry import FlowRegistry
+    from engine.flowfiles import load_flows
+    from engine.flowtests import parse, run_suite
+
+    loaded: dict[Path, FlowRegistry] = {}
+    results: list[Result] = []
+    for path in paths:
+        suite = parse(path)
+        folder = path.resolve().parent
+        if folder not in loaded:
+            loaded[folder] = load_flows(folder, suite.flow)
+        results.extend(run_suite(suite, loaded[folder]))
+    return results
 
 
 @flows.command("draw")

@@ -2,6 +2,6 @@
 `tertulia flows test` and by pytest. The format is in engine.flowtests.parse."""
 
 from engine.flowtests.parse import Suite, parse
-from engine.flowtests.run import Result, run_case, run_files, run_suite
+from engine.flowtests.run import Result, run_case, run_suite
 
-__all__ = ["Result", "Suite", "parse", "run_case", "run_files", "run_suite"]
+__all__ = ["Result", "Suite", "parse", "run_case", "run_suite"]

@@ -9,10 +9,8 @@ jobs would call them. A failure shows the conversation so far and the first diff
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 
 from engine.core.choices import numbered
 from engine.core.clock import FakeClock
@@ -21,11 +19,10 @@ from engine.core.ports import Inbound, Outbound, SessionRecord
 from engine.core.registry import FlowRegistry
 from engine.core.unit import Committed
 from engine.credentials.local import LocalCredentialProvider
-from engine.flowfiles import load_flows
-from engine.flowtests.parse import Case, Line, Suite, duration, parse
+from engine.flowtests.parse import Case, Line, Suite, duration
 from persistence.memory import MemoryStore
 
-__all__ = ["Result", "run_case", "run_files", "run_suite"]
+__all__ = ["Result", "run_case", "run_suite"]
 
 PHONE = "+5491100000000"
 _STATE = re.compile(r"(\w+)\s*(?:\(\s*(\w+)\s*\))?")
@@ -40,19 +37,6 @@ class Result:
     @property
     def name(self) -> str:
         return f"{self.suite.path.name}::{self.case.title}"
-
-
-def run_files(paths: Iterable[Path]) -> list[Result]:
-    """Every case of every file; each file's flows load from its own folder."""
-    loaded: dict[Path, FlowRegistry] = {}
-    results: list[Result] = []
-    for path in paths:
-        suite = parse(path)
-        folder = path.resolve().parent
-        if folder not in loaded:
-            loaded[folder] = load_flows(folder, suite.flow)
-        results.extend(run_suite(suite, loaded[folder]))
-    return results
 
 
 def run_suite(suite: Suite, flows: FlowRegistry) -> list[Result]:
