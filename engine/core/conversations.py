@@ -185,8 +185,12 @@ class Conversations:
         # A tap, a number or the words of an offered choice read as that choice's title.
         picked = pick(session.choices, text=inbound.text, choice_id=inbound.choice)
         text = picked.title if picked is not None else inbound.text
+        intent = detector.detect(text, expects=expects)
+        if intent is None and picked is None and inbound.choice:
+            # A template's own button id ("si") may say what its words ("Opción 1") do not.
+            intent = detector.detect(inbound.choice, expects=expects)
         return Turn(
-            text=text, intent=detector.detect(text, expects=expects), state=session.state,
+            text=text, intent=intent, state=session.state,
             context=session.context, now=work.now, profile_name=inbound.profile_name,
             trials=lambda: work.tx.latest_trial(session.phone),
             trial_cooldown=self.settings.trial_cooldown,

@@ -109,3 +109,22 @@ def test_flows_check_names_each_bad_choice(tmp_path: Path) -> None:
         f"{path}: choices['nothing']: it is not a list of choices. Fix: list them: "
         "['Sí', 'No'] or [('si', 'Sí'), ('no', 'No')]",
     ]
+
+
+@pytest.mark.parametrize(("words", "payload", "reply"), [
+    ("No, gracias", "si", "¡Dale, no hay problema!"),   # the words first
+    ("Opción 1", "si", "¡Genial! Para armar tu cuenta"),  # the id when the words say nothing
+    ("No, gracias", "btn_decline", "¡Dale, no hay problema!"),
+])
+def test_a_tap_on_a_button_the_flow_did_not_offer_is_read_by_its_words_then_its_id(
+    words: str, payload: str, reply: str
+) -> None:
+    store = MemoryStore()
+    conversations = conversations_on(store, FakeClock())
+    chat = Chat(conversations)
+    chat.send("hola")
+
+    [answer] = conversations.handle(Inbound(channel="whatsapp", phone=chat.phone, text=words,
+                                            message_id="tap-1", choice=payload))
+
+    assert answer.body.startswith(reply)
