@@ -7,8 +7,9 @@ was expected, so a bad setting stops start-up with one readable line.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
@@ -138,6 +139,9 @@ class Settings:
     # The web console (/console): on with a token; CONSOLE_LOCAL opens it to loopback only.
     admin_token: Secret | None = None
     console_local: bool = False
+    # "flow.text" -> the Content API template (HX...) that sends that text's choices as
+    # WhatsApp buttons or a list; other texts with choices go as numbered lines.
+    twilio_content_sids: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def dry_run(self) -> bool:
@@ -185,6 +189,7 @@ class Settings:
             outbox_claim_seconds=get("OUTBOX_CLAIM_SECONDS", _number) or 60.0,
             admin_token=get("ADMIN_TOKEN", _admin_token),
             console_local=get("CONSOLE_LOCAL", _flag) or False,
+            twilio_content_sids=get("TWILIO_CONTENT_SIDS", _content_sids) or {},
         )._checked()
 
     def _checked(self) -> Settings:
@@ -231,6 +236,22 @@ def _flag(key: str, raw: str) -> bool:
     if value not in ("1", "true", "yes", "0", "false", "no"):
         raise ConfigError(key, raw, "1 or 0 (true/false, yes/no)")
     return value in ("1", "true", "yes")
+
+
+_CONTENT_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*")
+_CONTENT_SID = re.compile(r"HX[0-9a-fA-F]{32}")
+
+
+def _content_sids(key: str, raw: str) -> dict[str, str]:
+    """'booking.ask_day=HX…,booking.confirm=HX…' -> {'booking.ask_day': 'HX…', ...}."""
+    sids: dict[str, str] = {}
+    for entry in raw.split(","):
+        text_key, _, sid = (part.strip() for part in entry.partition("="))
+        if not _CONTENT_KEY.fullmatch(text_key) or not _CONTENT_SID.fullmatch(sid):
+            raise ConfigError(key, entry.strip(), "comma-separated flow.text=HX… entries, "
+                              "each naming a Content template SID ('HX' and 32 hex digits)")
+        sids[text_key] = sid
+    return sids
 
 
 def _account_sid(key: str, raw: str) -> str:

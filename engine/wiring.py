@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import Engine as DbEngine
 
 from engine.core.clock import Clock, SystemClock
 from engine.core.conversations import Conversations, ConversationSettings
+from engine.core.errors import ConfigError
 from engine.core.ports import CredentialProvider
 from engine.core.registry import FlowRegistry
 from engine.credentials.local import load_provider
@@ -45,6 +47,7 @@ def wire(
     and a worker refuses, in one line, to run on one that is not at head.
     """
     flows = load_flows(settings.flows_dir, settings.default_flow)
+    _check_content_sids(settings.twilio_content_sids, flows)
     db = make_engine(settings.database_url, synchronous=settings.sqlite_synchronous)
     if upgrade and is_sqlite(settings.database_url):
         migrate.upgrade(settings.database_url)
@@ -64,3 +67,12 @@ def wire(
         detector=load_detector(settings.intent_detector),
     )
     return Wiring(settings, db, store, flows, conversations, clock)
+
+
+def _check_content_sids(sids: Mapping[str, str], flows: FlowRegistry) -> None:
+    """Each TWILIO_CONTENT_SIDS key names a loaded flow's text that offers choices."""
+    offered = sorted(f"{flow.name}.{key}" for flow in flows for key in flow.choices)
+    for key in sids:
+        if key not in offered:
+            raise ConfigError("TWILIO_CONTENT_SIDS", key,
+                              f"a flow.text whose text offers choices, one of {offered}")

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from engine.core.choices import Choice
 from engine.core.errors import StoreError
 from engine.core.ports import Fence, SessionRecord, TrialRecord
 
@@ -47,6 +48,8 @@ class MessageRow:
     status: str
     attempts: int
     created_at: datetime
+    text_key: str | None = None
+    choices: tuple[Choice, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +207,7 @@ class MemoryTx:
             expires_at=_utc(record.expires_at), context=_context(record.context),
             closed_at=None if record.closed_at is None else _utc(record.closed_at),
             close_reason=record.close_reason, version=read_version + 1,
+            misses=record.misses, warned=record.warned, choices=record.choices,
         )
         key = (stored.channel, stored.phone)
         if self.tables.open_sessions.get(key) == stored.id:
@@ -238,20 +242,21 @@ class MemoryTx:
 
     def enqueue(
         self, *, session_id: int, channel: str, body: str, now: datetime,
-        redacted: str | None = None,
+        redacted: str | None = None, key: str | None = None, choices: tuple[Choice, ...] = (),
     ) -> int:
         self._session_exists(session_id, "messages")
         return self._add_message(session_id, channel, "out", None, body, redacted, "pending",
-                                 now)
+                                 now, key=key, choices=choices)
 
     def _add_message(
         self, session_id: int, channel: str, direction: str, sid: str | None, body: str,
-        redacted: str | None, status: str, now: datetime,
+        redacted: str | None, status: str, now: datetime, *, key: str | None = None,
+        choices: tuple[Choice, ...] = (),
     ) -> int:
         row = MessageRow(
             id=_next_id(self.tables.messages), session_id=session_id, channel=channel,
             direction=direction, twilio_sid=sid, body=body, body_redacted=redacted,
-            status=status, attempts=0, created_at=_utc(now),
+            status=status, attempts=0, created_at=_utc(now), text_key=key, choices=choices,
         )
         self.tables.messages[row.id] = row
         return row.id

@@ -70,6 +70,8 @@ class Session(Base):
     # in a row, and whether this idle stretch already got the "¿Seguís ahí?" notice.
     misses: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     warned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The choices a reply may pick now, by number or words (JSON: [{"id", "title"}]).
+    choices: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         Index(
@@ -107,6 +109,10 @@ class Message(Base):
     # The worker sending this row, and until when its claim holds (then another may).
     claimed_by: Mapped[str | None] = mapped_column(String(128))
     claim_until: Mapped[datetime | None]
+    # Outbound: the flow's text key the body came from, and the choices it offers
+    # (JSON: [{"id", "title"}]), which the channel shows as buttons or numbered lines.
+    text_key: Mapped[str | None] = mapped_column(String(64))
+    choices: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         Index("uq_messages_twilio_sid", "twilio_sid", unique=True),

@@ -8,6 +8,8 @@ from datetime import datetime
 
 from sqlalchemy import ColumnElement, and_, bindparam, case, func, select, text, update
 
+from engine.core import choices as offers
+from engine.core.choices import Choice
 from engine.core.ports import Outbound
 from persistence.models import messages, sessions
 from persistence.store import SqlStore, SqlTx, TxRunner
@@ -58,6 +60,8 @@ class OutRow:
     log_body: str  # what may appear in a log: the redacted copy when there is one
     attempts: int
     last_inbound_at: datetime
+    choices: tuple[Choice, ...] = ()
+    key: str | None = None  # "flow.text": which text of which flow the body came from
 
 
 def claim(
@@ -85,7 +89,8 @@ def claim(
         f"claim_until = :until WHERE id IN ({', '.join(':' + k for k in ids)})",
         worker=worker, until=d.time_out(claim_until), **ids,
     )
-    return [OutRow(r[0], r[4], r[1], r[2] or r[1], r[3], d.time_in(r[5]) or now)
+    return [OutRow(r[0], r[4], r[1], r[2] or r[1], r[3], d.time_in(r[5]) or now,
+                   offers.load(r[6]), f"{r[7]}.{r[8]}" if r[8] else None)
             for r in rows]
 
 
@@ -96,7 +101,8 @@ _HEADS = (
     "GROUP BY hs.phone"
 )
 _CLAIM = (
-    "SELECT m.id, m.body, m.body_redacted, m.attempts, s.phone, s.last_inbound_at "
+    "SELECT m.id, m.body, m.body_redacted, m.attempts, s.phone, s.last_inbound_at, "
+    "m.choices, s.flow, m.text_key "
     "FROM messages m JOIN sessions s ON s.id = m.session_id "
     f"WHERE m.id IN ({_HEADS}) AND ("
     "(m.status = 'pending' AND (m.next_attempt_at IS NULL OR m.next_attempt_at <= :now)) "
@@ -256,7 +262,8 @@ def pending_count(store: SqlStore, channel: str = "whatsapp") -> int:
 def pending_console(store: SqlStore, phone: str) -> list[Outbound]:
     """Pending console rows for one phone, oldest first."""
     query = (
-        select(messages.c.id, messages.c.session_id, messages.c.body)
+        select(messages.c.id, messages.c.session_id, messages.c.body, messages.c.choices,
+               messages.c.text_key)
         .join(sessions, sessions.c.id == messages.c.session_id)
         .where(messages.c.status == "pending", messages.c.channel == "console",
                messages.c.direction == "out", sessions.c.phone == phone)
@@ -264,7 +271,8 @@ def pending_console(store: SqlStore, phone: str) -> list[Outbound]:
     )
     with store.reading() as conn:
         rows = conn.execute(query).all()
-    return [Outbound(r.id, r.session_id, "console", phone, r.body) for r in rows]
+    return [Outbound(r.id, r.session_id, "console", phone, r.body, offers.load(r.choices),
+                     r.text_key) for r in rows]
 
 
 def mark_sent(store: SqlStore, ids: Sequence[int], *, status: str, now: datetime) -> None:

@@ -17,6 +17,7 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy import Connection, Engine, Row
 from sqlalchemy.exc import DBAPIError
 
+from engine.core import choices as offers
 from engine.core.errors import SessionBusy, StoreError
 from engine.core.ports import Fence, SessionRecord, TrialRecord
 from persistence.sql import Driver, is_transient
@@ -33,7 +34,7 @@ def session_from_row(row: Row[Any]) -> SessionRecord:
         started_at=row.started_at, last_inbound_at=row.last_inbound_at,
         expires_at=row.expires_at, version=row.version, context=dict(row.context or {}),
         closed_at=row.closed_at, close_reason=row.close_reason, misses=row.misses,
-        warned=bool(row.warned),
+        warned=bool(row.warned), choices=offers.load(row.choices),
     )
 
 
@@ -94,7 +95,7 @@ class SqlStore:
 
 
 _SESSION_COLUMNS = ("id, channel, phone, flow, state, started_at, last_inbound_at, expires_at, "
-                    "version, context, closed_at, close_reason, misses, warned")
+                    "version, context, closed_at, close_reason, misses, warned, choices")
 
 
 class SqlTx:
@@ -139,7 +140,7 @@ class SqlTx:
             started_at=t(row[5]), last_inbound_at=t(row[6]),  # type: ignore[arg-type]
             expires_at=t(row[7]), version=row[8],  # type: ignore[arg-type]
             context=self._driver.json_in(row[9]), closed_at=t(row[10]), close_reason=row[11],
-            misses=row[12], warned=bool(row[13]),
+            misses=row[12], warned=bool(row[13]), choices=offers.load(row[14]),
         )
 
     def lock_conversations(self, keys: Iterable[tuple[str, str]]) -> None:
@@ -268,13 +269,13 @@ class SqlTx:
         cursor = self._run(
             "UPDATE sessions SET state = :state, last_inbound_at = :last_inbound_at, "
             "expires_at = :expires_at, closed_at = :closed_at, close_reason = :close_reason, "
-            "version = :new_version, context = :context, misses = :misses, warned = :warned "
-            "WHERE id = :id AND version = :read_version",
+            "version = :new_version, context = :context, misses = :misses, warned = :warned, "
+            "choices = :choices WHERE id = :id AND version = :read_version",
             state=record.state, last_inbound_at=d.time_out(record.last_inbound_at),
             expires_at=d.time_out(record.expires_at), closed_at=d.time_out(record.closed_at),
             close_reason=record.close_reason, new_version=read_version + 1,
             context=d.json_out(record.context), misses=record.misses, warned=record.warned,
-            id=record.id, read_version=read_version,
+            choices=offers.dump(record.choices), id=record.id, read_version=read_version,
         )
         if cursor.rowcount != 1:
             return False
@@ -294,14 +295,15 @@ class SqlTx:
 
     def enqueue(
         self, *, session_id: int, channel: str, body: str, now: datetime,
-        redacted: str | None = None,
+        redacted: str | None = None, key: str | None = None,
+        choices: tuple[offers.Choice, ...] = (),
     ) -> int:
         row = self._run(
             "INSERT INTO messages (session_id, channel, direction, body, body_redacted, status, "
-            "attempts, created_at) VALUES (:session_id, :channel, 'out', :body, :redacted, "
-            "'pending', 0, :now) RETURNING id",
+            "attempts, created_at, text_key, choices) VALUES (:session_id, :channel, 'out', "
+            ":body, :redacted, 'pending', 0, :now, :key, :choices) RETURNING id",
             session_id=session_id, channel=channel, body=body, redacted=redacted,
-            now=self._driver.time_out(now),
+            now=self._driver.time_out(now), key=key, choices=offers.dump(choices),
         ).fetchone()
         return int(row[0])
 

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import TextIO
 
+from engine.core.choices import numbered
 from engine.core.conversations import Conversations
 from engine.core.ports import Inbound
 from persistence.outbox import deliver_console
@@ -22,7 +23,8 @@ from persistence.store import SqlStore
 __all__ = ["ConsoleChat"]
 
 CHANNEL = "console"
-HELP = "Comandos: /state (estado actual), /reset (empezar de cero), /quit (salir)."
+HELP = ("Comandos: /state (estado actual), /reset (empezar de cero), /quit (salir). "
+        "Ante opciones numeradas, respondé con su número.")
 
 
 class ConsoleChat:
@@ -30,19 +32,22 @@ class ConsoleChat:
 
     def __init__(
         self, conversations: Conversations, store: SqlStore, phone: str, *,
-        out: TextIO = sys.stdout, profile_name: str | None = None,
+        out: TextIO = sys.stdout, profile_name: str | None = None, flow: str | None = None,
     ) -> None:
         self.conversations = conversations
         self.store = store
         self.phone = phone
         self.out = out
         self.profile_name = profile_name
+        # The flow a new session starts in; None: DEFAULT_FLOW.
+        self.flow = flow
         self._print_lock = threading.Lock()
         self._last_state: str | None = None
         self._last_session: int | None = None
 
     def run(self, lines: Iterable[str], prompt: Callable[[], None] = lambda: None) -> None:
-        self._say(f"tertulia chat · flujo {self.conversations.flows.default_name} · {self.phone}")
+        flow = self.flow or self.conversations.flows.default_name
+        self._say(f"tertulia chat · flujo {flow} · {self.phone}")
         self._say(HELP)
         self._remember_state()
         prompt()
@@ -63,8 +68,9 @@ class ConsoleChat:
         elif line.startswith("/"):
             self._say(f"Comando desconocido: {line}. {HELP}")
         else:
+            # A number picks one of the choices just offered: the engine reads it so.
             self.conversations.handle(Inbound(channel=CHANNEL, phone=self.phone, text=line,
-                                       profile_name=self.profile_name))
+                                              profile_name=self.profile_name, flow=self.flow))
             self.flush()
 
     @contextlib.contextmanager
@@ -92,7 +98,7 @@ class ConsoleChat:
         """Print pending bot messages, then any state change."""
         with self._print_lock:
             for message in deliver_console(self.store, self.phone, self.conversations.clock.now()):
-                self._say(f"🤖 {message.body}")
+                self._say(f"🤖 {numbered(message.body, message.choices)}")
             self._report_state()
 
     def _remember_state(self) -> None:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import functools
 import hmac
+import json
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -24,6 +25,7 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
+from engine.core.choices import Choice, numbered
 from engine.core.errors import WebhookError
 from engine.core.ports import Inbound
 from engine.core.text import digits, is_e164
@@ -33,6 +35,7 @@ __all__ = [
     "SendFailure",
     "SendResult",
     "TwilioSender",
+    "content_variables",
     "parse_form",
     "parse_inbound",
     "parse_status",
@@ -91,9 +94,13 @@ def parse_inbound(form: Form) -> Inbound:
     phone = sender.removeprefix("whatsapp:")
     if not is_e164(phone):
         raise WebhookError("From", "it is not a WhatsApp number", sender[:40])
-    text = form.get("ButtonPayload") or form.get("Body")
+    # A tapped button or list item: the words tapped are the text (what intents read),
+    # its id the choice. Body carries the words too, and comes first.
+    text = form.get("Body") or form.get("ButtonText") or form.get("ListTitle")
+    choice = form.get("ButtonPayload") or form.get("ListId") or None
     return Inbound(channel=CHANNEL, phone=phone, text=text, message_id=sid,
-                   profile_name=form.get("ProfileName") or None, kind=_kind(form, text))
+                   profile_name=form.get("ProfileName") or None, kind=_kind(form, text),
+                   choice=choice)
 
 
 def _kind(form: Form, text: str) -> str:
@@ -155,6 +162,13 @@ def _validator(auth_token: str) -> RequestValidator:
     return RequestValidator(auth_token)
 
 
+def content_variables(body: str, choices: Sequence[Choice]) -> str:
+    """A template's variables: {{1}} is the text, {{2}} on the choices' titles in order
+    (a template may use them for its buttons or list items, or fix its own)."""
+    values = {"1": body} | {str(n): c.title for n, c in enumerate(choices, 2)}
+    return json.dumps(values, ensure_ascii=False)
+
+
 @dataclass(frozen=True, slots=True)
 class SendResult:
     sid: str
@@ -175,6 +189,7 @@ class TwilioSender:
     def __init__(
         self, *, account_sid: str, auth_token: str, sender: str, api_base_url: str,
         timeout: float, status_callback: str | None,
+        content_sids: Mapping[str, str] | None = None,
     ) -> None:
         http = TwilioHttpClient(timeout=timeout)
         self._session = http.session = _PacedSession()
@@ -188,14 +203,28 @@ class TwilioSender:
         # Point every domain the Messages API uses at the configured base (a fake, staging).
         self._client.api.base_url = api_base_url
         self._sender, self._callback = sender, status_callback
+        self._content_sids = dict(content_sids or {})
 
-    def send(self, phone: str, body: str, pace: Callable[[], object] = lambda: None) -> SendResult:
-        """Send one message; `pace` is called just before its request goes on the wire."""
+    def send(
+        self, phone: str, body: str, pace: Callable[[], object] = lambda: None,
+        choices: Sequence[Choice] = (), key: str | None = None,
+    ) -> SendResult:
+        """Send one message; `pace` is called just before its request goes on the wire.
+
+        A text with choices goes as the Content API template TWILIO_CONTENT_SIDS names
+        for its `key` ("flow.text"), or else as numbered lines.
+        """
         self._session.pace = pace
+        content_sid = self._content_sids.get(key or "") if choices else None
+        if content_sid is not None:
+            fields: dict[str, Any] = {"content_sid": content_sid,
+                                      "content_variables": content_variables(body, choices)}
+        else:
+            fields = {"body": numbered(body, choices)}
         try:
             message = self._client.messages.create(
-                to=f"whatsapp:{phone}", from_=self._sender, body=body,
-                status_callback=self._callback,
+                to=f"whatsapp:{phone}", from_=self._sender, status_callback=self._callback,
+                **fields,
             )
         except (TwilioRestException, TwilioServiceException) as exc:
             status = int(exc.status) if exc.status else None

@@ -6,7 +6,7 @@ import gc
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -14,6 +14,9 @@ from engine.cli.ops import sessions, stats
 from engine.core.errors import TertuliaError
 from engine.core.text import is_e164
 from engine.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from engine.flowtests import Result
 
 __all__ = ["main"]
 
@@ -137,9 +140,11 @@ def _warn_about_mode(settings: Settings) -> None:
 @click.option("--phone", default="+5491100000000", show_default=True, callback=_phone,
               help="The number this terminal pretends to be.")
 @click.option("--name", "profile_name", default=None, help="A WhatsApp profile name to greet.")
+@click.option("--flow", "flow", default=None,
+              help="The flow a new session starts in (default: DEFAULT_FLOW).")
 @_fail_cleanly
-def chat(phone: str, profile_name: str | None) -> None:
-    """Talk to the default flow in the terminal (reads stdin line by line)."""
+def chat(phone: str, profile_name: str | None, flow: str | None) -> None:
+    """Talk to a flow in the terminal (reads stdin line by line)."""
     from engine.channels.console import ConsoleChat
     from engine.monitoring import logs
     from engine.server.worker import Worker
@@ -147,8 +152,11 @@ def chat(phone: str, profile_name: str | None) -> None:
     settings = _settings()
     logs.configure("WARNING", settings.log_format)
     worker = Worker(settings)
+    if flow is not None:
+        worker.conversations.flows.get(flow)  # FlowNotFound names the known ones
     worker.start()
-    chat = ConsoleChat(worker.conversations, worker.store, phone, profile_name=profile_name)
+    chat = ConsoleChat(worker.conversations, worker.store, phone, profile_name=profile_name,
+                       flow=flow)
     interactive = sys.stdin.isatty()
     try:
         with chat.watching():
@@ -194,6 +202,43 @@ def flows_check(files: tuple[Path, ...]) -> None:
     if problems:
         raise SystemExit(1)
     click.echo(f"{len(paths)} file(s) OK")
+
+
+@flows.command("test")
+@click.argument("files", nargs=-1, type=click.Path(path_type=Path))
+@_fail_cleanly
+def flows_test(files: tuple[Path, ...]) -> None:
+    """Run the conversation tests in FILES, or every *.tests file in FLOWS_DIR."""
+    paths = list(files) or sorted(_settings().flows_dir.glob("*.tests"))
+    if not paths:
+        raise click.ClickException(
+            f"no *.tests file in {_settings().flows_dir}. Fix: write one beside the flow "
+            "(README, 'Conversation tests')")
+    results = _run_conversation_tests(paths)
+    failed = [r for r in results if r.failure is not None]
+    for result in failed:
+        click.echo(f"FAIL {result.failure}\n", err=True)
+    click.echo(f"{len(results) - len(failed)} passed, {len(failed)} failed "
+               f"({len(paths)} file(s))")
+    if failed:
+        raise SystemExit(1)
+
+
+def _run_conversation_tests(paths: list[Path]) -> list[Result]:
+    """Every case of every file; each file's flows load from its own folder."""
+    from engine.core.registry import FlowRegistry
+    from engine.flowfiles import load_flows
+    from engine.flowtests import parse, run_suite
+
+    loaded: dict[Path, FlowRegistry] = {}
+    results: list[Result] = []
+    for path in paths:
+        suite = parse(path)
+        folder = path.resolve().parent
+        if folder not in loaded:
+            loaded[folder] = load_flows(folder, suite.flow)
+        results.extend(run_suite(suite, loaded[folder]))
+    return results
 
 
 @flows.command("draw")

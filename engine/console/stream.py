@@ -22,6 +22,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from engine.channels.web import CHANNEL, WebPhone
+from engine.core.choices import numbered
 from engine.core.ports import SessionRecord
 from engine.core.unit import Committed
 from persistence.feed import Cursor, Feed
@@ -127,7 +128,10 @@ def _event(feed: Feed, now: datetime) -> str:
     payload = {
         "now": _ms(now),
         "messages": [{"id": m.id, "session": m.session_id, "dir": m.direction,
-                      "body": m.body, "at": m.at.isoformat()} for m in feed.messages],
+                      # The simulated phone shows choices as numbered lines and
+                      # takes their number, as WhatsApp's plain-text fallback does.
+                      "body": numbered(m.body, m.choices), "at": m.at.isoformat()}
+                     for m in feed.messages],
         "events": [{"id": e.id, "session": e.session_id, "at": e.at.isoformat(),
                     "from": e.from_state, "to": e.to_state, "trigger": e.trigger,
                     "detail": e.detail} for e in feed.events],

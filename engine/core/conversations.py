@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from engine.core.choices import pick
 from engine.core.clock import Clock
 from engine.core.errors import LeaseLost, SessionBusy, StoreError
 from engine.core.flow import CompiledFlow, Decision, Turn
@@ -181,12 +182,19 @@ class Conversations:
     ) -> Turn:
         expects = flow.instance.expects(session.state, session.context)
         detector = self._detector or flow.intents
+        # A tap, a number or the words of an offered choice read as that choice's title.
+        picked = pick(session.choices, text=inbound.text, choice_id=inbound.choice)
+        text = picked.title if picked is not None else inbound.text
+        intent = detector.detect(text, expects=expects)
+        if intent is None and picked is None and inbound.choice:
+            # A template's own button id ("si") may say what its words ("Opción 1") do not.
+            intent = detector.detect(inbound.choice, expects=expects)
         return Turn(
-            text=inbound.text, intent=detector.detect(inbound.text, expects=expects),
-            state=session.state,
+            text=text, intent=intent, state=session.state,
             context=session.context, now=work.now, profile_name=inbound.profile_name,
             trials=lambda: work.tx.latest_trial(session.phone),
             trial_cooldown=self.settings.trial_cooldown,
+            choice=picked.id if picked is not None else None,
         )
 
     def _apply(

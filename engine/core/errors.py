@@ -8,6 +8,7 @@ __all__ = [
     "CredentialError",
     "FlowDefinitionError",
     "FlowNotFound",
+    "FlowTestError",
     "LeaseLost",
     "SessionBusy",
     "SessionNotFound",
@@ -35,6 +36,14 @@ class FlowDefinitionError(TertuliaError):
     def __init__(self, file: str, where: str, problem: str, fix: str) -> None:
         self.file, self.where, self.problem, self.fix = file, where, problem, fix
         super().__init__(f"{file}: {where}: {problem}. Fix: {fix}")
+
+
+class FlowTestError(TertuliaError):
+    """A conversation test file cannot be read; the message names the file and line."""
+
+    def __init__(self, file: str, line: int, problem: str, fix: str) -> None:
+        self.file, self.line, self.problem, self.fix = file, line, problem, fix
+        super().__init__(f"{file}:{line}: {problem}. Fix: {fix}")
 
 
 class FlowNotFound(TertuliaError):

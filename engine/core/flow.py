@@ -14,6 +14,7 @@ from typing import Any, ClassVar, TypeVar
 
 from transitions import Machine, MachineError
 
+from engine.core.choices import Choice
 from engine.core.intents import Intents
 from engine.core.ports import Credentials, TrialRecord
 
@@ -94,6 +95,7 @@ class Turn:
 
     __slots__ = (
         "_trials",
+        "choice",
         "context",
         "credentials",
         "intent",
@@ -108,11 +110,14 @@ class Turn:
         self, *, text: str, intent: str | None, state: str, context: dict[str, Any],
         now: datetime, profile_name: str | None = None, credentials: Credentials | None = None,
         trials: Callable[[], TrialRecord | None] = lambda: None,
-        trial_cooldown: timedelta = timedelta(days=30),
+        trial_cooldown: timedelta = timedelta(days=30), choice: str | None = None,
     ) -> None:
         self.text, self.intent, self.state, self.context = text, intent, state, context
         self.now, self.profile_name, self.credentials = now, profile_name, credentials
         self.trial_cooldown, self._trials = trial_cooldown, trials
+        # The id of the offered choice this message picked (a tap, its number or its
+        # words), or None; `text` then holds the choice's title.
+        self.choice = choice
 
     def move(self, trigger: str, **values: object) -> Decision:
         """Fire `trigger`; the texts are the ones its transition says."""
@@ -155,6 +160,10 @@ class Flow:
     # The flow's own close reasons -> the final state each leads to.
     close_reasons: ClassVar[Mapping[str, str]] = {}
     texts: ClassVar[Mapping[str, str]] = {}
+    # text key -> the choices sent with that text: "title" or ("id", "title") each, e.g.
+    # {"ask_day": [("lun", "Lunes"), ("mar", "Martes")]}. WhatsApp shows them as
+    # buttons or a list (TWILIO_CONTENT_SIDS), anything else as numbered lines.
+    choices: ClassVar[Mapping[str, Sequence[str | tuple[str, str]]]] = {}
     transitions: ClassVar[Sequence[Mapping[str, Any]]] = ()
     # state -> text key sent when a message in that state is not understood.
     reprompts: ClassVar[Mapping[str, str]] = {}
@@ -215,6 +224,9 @@ class CompiledFlow:
         self.initial, self.final = cls.initial, frozenset(cls.final)
         self.states = tuple(cls.states)
         self.texts: dict[str, str] = {**BASE_TEXTS, **cls.texts}
+        self.choices: dict[str, tuple[Choice, ...]] = {
+            key: tuple(_choice(item) for item in items) for key, items in cls.choices.items()
+        }
         self.steps = steps
         self.intents = Intents(extra=cls.vocabulary or None)
         self.closing_keywords = tuple(k.casefold() for k in cls.closing_keywords)
@@ -245,6 +257,10 @@ class CompiledFlow:
 
     def open_states(self) -> list[str]:
         return [s for s in self.states if s not in self.final]
+
+
+def _choice(item: str | tuple[str, str]) -> Choice:
+    return Choice(item, item) if isinstance(item, str) else Choice(item[0], item[1])
 
 
 def _machine_table(routes: list[Route]) -> list[dict[str, str]]:

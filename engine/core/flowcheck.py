@@ -12,6 +12,7 @@ import textwrap
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from engine.core.choices import MAX_CHOICES, MAX_TITLE
 from engine.core.errors import FlowDefinitionError
 from engine.core.flow import BASE_TEXTS, ENGINE_CLOSE_REASONS, ENGINE_TRIGGERS, Flow, Route, StepFn
 
@@ -40,6 +41,7 @@ def check_flow(cls: type[Flow], file: str) -> list[FlowDefinitionError]:
     routes = _check_table(cls, report)
     _check_steps(cls, routes, report)
     _check_texts(cls, report)
+    _check_choices(cls, report)
     _check_graph(cls, routes, report)
     return report.problems
 
@@ -244,6 +246,43 @@ def _check_texts(cls: type[Flow], report: _Report) -> None:
     ):
         report.add("credentials_state", f"{credentials_state!r} is not an open state",
                    "name an open state, or set it to None")
+
+
+def _check_choices(cls: type[Flow], report: _Report) -> None:
+    declared = cls.choices
+    if not isinstance(declared, Mapping):
+        report.add("choices", f"it is {declared!r}, not a mapping",
+                   "write choices = {'ask_day': [('lun', 'Lunes'), ('mar', 'Martes')]}")
+        return
+    for key, items in declared.items():
+        where = f"choices[{key!r}]"
+        _check_text(cls, key, where, report)
+        if isinstance(items, str) or not isinstance(items, list | tuple) or not items:
+            report.add(where, "it is not a list of choices",
+                       "list them: ['Sí', 'No'] or [('si', 'Sí'), ('no', 'No')]")
+            continue
+        if len(items) > MAX_CHOICES:
+            report.add(where, f"it offers {len(items)} choices; WhatsApp shows {MAX_CHOICES}",
+                       f"keep {MAX_CHOICES} or fewer")
+        _check_choice_items(items, where, report)
+
+
+def _check_choice_items(items: Iterable[object], where: str, report: _Report) -> None:
+    seen: set[str] = set()
+    for item in items:
+        pair = (item, item) if isinstance(item, str) else item
+        if not (isinstance(pair, tuple) and len(pair) == 2
+                and all(isinstance(p, str) and p.strip() for p in pair)):
+            report.add(where, f"choice {item!r} is neither a title nor an (id, title) pair",
+                       "write 'Lunes' or ('lun', 'Lunes')")
+            continue
+        choice_id, title = pair
+        if len(title) > MAX_TITLE:
+            report.add(where, f"title {title!r} is longer than {MAX_TITLE} characters",
+                       "shorten it; WhatsApp cuts longer button and list titles")
+        if choice_id in seen:
+            report.add(where, f"id {choice_id!r} is offered twice", "give each choice its own id")
+        seen.add(choice_id)
 
 
 def _check_graph(cls: type[Flow], routes: list[Route], report: _Report) -> None:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from engine.core.choices import Choice
+
 __all__ = [
     "CredentialProvider",
     "CredentialRequest",
@@ -38,6 +40,9 @@ class Inbound:
     # The flow a new session starts in (a loaded flow's name); None: the default flow.
     # Ignored while a session is open. The web console's simulator sets it.
     flow: str | None = None
+    # The id of a tapped quick-reply button or list item (Twilio's ButtonPayload or
+    # ListId); `text` then holds the words tapped.
+    choice: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +54,9 @@ class Outbound:
     channel: str
     phone: str
     body: str
+    # The choices offered with this text, and the flow's text key it was rendered from.
+    choices: tuple[Choice, ...] = ()
+    key: str | None = None
 
 
 @dataclass(slots=True)
@@ -71,6 +79,9 @@ class SessionRecord:
     # understood in a row, and whether this idle stretch got the warning already.
     misses: int = 0
     warned: bool = False
+    # The choices of the latest text that had them, while the session stays in the
+    # state they were offered in: a reply may pick one by its number or its words.
+    choices: tuple[Choice, ...] = ()
 
     @property
     def is_open(self) -> bool:
@@ -163,9 +174,10 @@ class StoreTx(Protocol):
 
     def enqueue(
         self, *, session_id: int, channel: str, body: str, now: datetime,
-        redacted: str | None = None,
+        redacted: str | None = None, key: str | None = None, choices: tuple[Choice, ...] = (),
     ) -> int:
-        """Add a pending outbound row; `redacted` replaces the body once sent."""
+        """Add a pending outbound row; `redacted` replaces the body once sent. `key` is
+        the flow's text key, and `choices` what the text offers, for the channel."""
         ...
 
     def latest_trial(self, phone: str) -> TrialRecord | None: ...

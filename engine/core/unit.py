@@ -61,14 +61,20 @@ class Work:
         self, session: SessionRecord, flow: CompiledFlow, key: str,
         values: Mapping[str, object] | None = None,
     ) -> None:
-        for body in split_body(flow.render(key, values or {})):
+        parts = split_body(flow.render(key, values or {}))
+        offered = flow.choices.get(key, ())
+        if offered:
+            session.choices = offered
+        for index, body in enumerate(parts):
             secret = self._secret
             redacted = body.replace(secret, _HIDDEN) if secret and secret in body else None
+            # A long text's choices go with its last part, where the question is.
+            choices = offered if index == len(parts) - 1 else ()
             message_id = self.tx.enqueue(session_id=session.id, channel=session.channel,
-                                         body=body, now=self.now, redacted=redacted)
-            self.committed.outbound.append(
-                Outbound(message_id, session.id, session.channel, session.phone, body)
-            )
+                                         body=body, now=self.now, redacted=redacted, key=key,
+                                         choices=choices)
+            self.committed.outbound.append(Outbound(
+                message_id, session.id, session.channel, session.phone, body, choices, key))
 
     def said_to(self, session: SessionRecord) -> str:
         return "\n".join(o.body for o in self.committed.outbound if o.session_id == session.id)
@@ -84,6 +90,7 @@ class Work:
         self.tx.add_event(session_id=session.id, from_state=session.state, to_state=route.dest,
                           trigger=trigger, detail=detail, at=self.now)
         session.state = route.dest
+        session.choices = ()  # what was offered answered the state just left
         if notify:
             for key in route.say:
                 self.say(session, flow, key, {**session.context, **(values or {})})

@@ -14,12 +14,13 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Protocol
 
 from engine.channels.twilio import SendFailure, SendResult
+from engine.core.choices import Choice, numbered
 from engine.core.clock import Clock
 from engine.core.conversations import WHATSAPP_WINDOW
 from engine.core.errors import ClaimLost, StoreError
@@ -44,8 +45,10 @@ _RECORD_PATIENCE = 60.0
 
 
 class Sender(Protocol):
-    def send(self, phone: str, body: str, pace: Callable[[], object]) -> SendResult:
-        """Send; call `pace` once, as late as possible before the request leaves."""
+    def send(self, phone: str, body: str, pace: Callable[[], object],
+             choices: Sequence[Choice] = (), key: str | None = None) -> SendResult:
+        """Send; call `pace` once, as late as possible before the request leaves.
+        `choices` are the text's, `key` its "flow.text" (engine.channels.twilio)."""
 
     def close(self) -> None: ...
 
@@ -207,7 +210,7 @@ class Dispatcher:
     def _send_or_settle(self, row: outbox.OutRow) -> None:
         now = self._clock.now()
         if self._factory is None:
-            log.info("DRY RUN to %s: %s", row.phone, row.log_body)
+            log.info("DRY RUN to %s: %s", row.phone, numbered(row.log_body, row.choices))
             outbox.record_failure(self._write, row.id, worker=self._worker, status="dry_run",
                                   code=None, now=now, count_attempt=False)
             self._on_result("dry_run")
@@ -225,7 +228,8 @@ class Dispatcher:
         sender = self._sender()  # built before the slot, or the first sends bunch up
         self._local.row_id = row.id
         try:
-            result = sender.send(row.phone, row.body, lambda: self._pacer.wait(row.id))
+            result = sender.send(row.phone, row.body, lambda: self._pacer.wait(row.id),
+                                 row.choices, row.key)
         except SendFailure as failure:
             self._failed(row, failure)
             return

@@ -109,7 +109,7 @@ class Worker:
         return lambda: TwilioSender(
             account_sid=sid, auth_token=token, sender=sender,
             api_base_url=s.twilio_api_base_url, timeout=s.twilio_http_timeout_seconds,
-            status_callback=callback,
+            status_callback=callback, content_sids=s.twilio_content_sids,
         )
 
     # -- lifecycle -----------------------------------------------------------------------

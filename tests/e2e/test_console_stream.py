@@ -123,3 +123,24 @@ def test_stopping_the_server_ends_open_streams_without_the_graceful_timeout(
     assert ended.is_set()
     # uvicorn logs this when it has to cancel a response that outlived its grace period.
     assert "timeout graceful shutdown exceeded" not in server.log_text()
+
+
+def test_the_simulated_phone_shows_choices_numbered_and_takes_their_number(
+    server_factory: ServerFactory,
+) -> None:
+    server = server_factory(env={"ADMIN_TOKEN": TOKEN})
+    for text in ("hola", "2"):
+        response = server.client.post("/console/api/sim/messages", headers=AUTH,
+                                      json={"phone": PHONE, "text": text, "flow": "booking"})
+        assert response.status_code == 200, response.text
+    wait_until(lambda: len(server.rows("SELECT id FROM messages WHERE direction = 'out'")) == 2,
+               what="both replies")
+
+    with open_stream(server) as response:
+        _, first = next(feeds(response))
+
+    bodies = [m["body"] for m in first["messages"] if m["dir"] == "out"]
+    assert bodies[0].endswith("¿Qué servicio querés?\n\n1. Corte\n2. Barba\n3. Color")
+    assert bodies[1] == ("Buenísimo: Barba. ¿Qué día te queda bien?\n\n"
+                         "1. Lunes 10:00\n2. Miércoles 15:00\n3. Viernes 18:00")
+    assert first["session"]["state"] == "day"

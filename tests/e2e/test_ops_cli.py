@@ -226,8 +226,9 @@ def test_stats_prints_the_block_once(filled: Filled) -> None:
     assert lines[2] == "👥 Sesiones activas:"
     for line in lines[3:5]:
         assert re.fullmatch(r"   - \+5491123\.\.\.: activa por \d+min, timeout en \d+min", line)
-    # Then the closes by reason: the engine's and the trial flow's own, zeros included.
-    assert lines[5:] == ["🔚 Sesiones cerradas por motivo:", "   - admin: 0",
+    # Then the closes by reason: the engine's and the shipped flows' own (trial's, and
+    # booking's `booked`), zeros included.
+    assert lines[5:] == ["🔚 Sesiones cerradas por motivo:", "   - admin: 0", "   - booked: 0",
                          "   - cancelled: 0", "   - credentials_delivered: 1", "   - error: 0",
                          "   - goodbye: 0", "   - keyword: 0", "   - timeout: 0",
                          "   - trial_refused: 0"]

@@ -291,11 +291,12 @@ def test_media_only_message_gets_a_polite_reply_and_keeps_the_state(
     assert len(bodies(fake, ANA)) == 5
 
 
-def test_button_payload_is_read_as_the_text(fake: RecipientFakeTwilio,
-                                            server_factory: ServerFactory) -> None:
+def test_button_payload_speaks_when_its_label_says_nothing(fake: RecipientFakeTwilio,
+                                                          server_factory: ServerFactory) -> None:
     server = server_factory()
     converse(server, fake, ANA, "hola", 1)
-    # A quick reply: the label is in Body, what the button means in ButtonPayload.
+    # A quick reply: the label is in Body, what the button means in ButtonPayload. The
+    # words are read first (test_choices.py: "No, gracias" with btn_decline declines).
     converse(server, fake, ANA, "Opción 1", 2, ButtonText="Opción 1", ButtonPayload="si")
     assert ASK_NAME in bodies(fake, ANA)[1]
     assert session_of(server, ANA)["state"] == "trial_request"

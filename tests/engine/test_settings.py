@@ -243,3 +243,34 @@ def test_cli_start_up_error_is_one_line_without_a_traceback(tmp_path: Path) -> N
     assert "SESSION_TIMEOUT_MINUTES" in lines[0] and "-1" in lines[0]
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
+
+
+def test_content_sids_map_flow_texts_to_templates() -> None:
+    sid = "HX" + "ab" * 16
+    settings = Settings.from_mapping(
+        {"TWILIO_CONTENT_SIDS": f"booking.ask_day={sid}, booking.confirm = {sid}"})
+
+    assert settings.twilio_content_sids == {"booking.ask_day": sid, "booking.confirm": sid}
+
+
+@pytest.mark.parametrize("raw", ["booking.ask_day=HX12", "ask_day=HX" + "ab" * 16,
+                                 "booking.ask_day"])
+def test_a_malformed_content_sid_entry_is_named(raw: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_mapping({"TWILIO_CONTENT_SIDS": raw})
+
+    assert str(raised.value).startswith(f"TWILIO_CONTENT_SIDS has value {raw!r}. Expected ")
+
+
+def test_a_content_sid_for_a_text_without_choices_stops_wiring(tmp_path: Path) -> None:
+    from engine.wiring import wire
+    from tests.support.wiring import make_settings
+
+    settings = make_settings(tmp_path, TWILIO_CONTENT_SIDS="trial.greeting=HX" + "ab" * 16)
+
+    with pytest.raises(ConfigError) as raised:
+        wire(settings)
+
+    message = str(raised.value)
+    assert message.startswith("TWILIO_CONTENT_SIDS has value 'trial.greeting'. Expected a ")
+    assert "'booking.ask_day'" in message and "'booking.confirm'" in message

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from engine.core.choices import Choice
 from engine.core.errors import StoreError
 from engine.core.ports import SessionRecord, Store, StoreTx, TrialRecord
 from persistence import ops
@@ -54,6 +55,21 @@ def test_created_session_reads_back_with_every_field_and_utc_times(store: Store)
         assert moment.tzinfo is not None and moment.utcoffset() == timedelta(0)
     assert found.version == 1 and found.context == {"name": "Ana"}
     assert found.closed_at is None and found.close_reason is None and found.is_open
+
+
+def test_the_engine_bookkeeping_and_the_offered_choices_are_saved(store: Store) -> None:
+    offered = (Choice("lun", "Lunes 10:00"), Choice("no", "No, gracias"))
+    with store.transaction() as tx:
+        session = create(tx)
+        session.misses = 2
+        session.warned = True
+        session.choices = offered
+        assert tx.save_session(session, read_version=1)
+    with store.transaction() as tx:
+        found = tx.get_session(session.id)
+
+    assert found is not None
+    assert (found.misses, found.warned, found.choices) == (2, True, offered)
 
 
 def test_times_in_another_zone_are_stored_as_utc(backend: Backend) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from engine.flowfiles import load_flows
 from tests.support.paths import BROKEN_FLOWS as BROKEN
 from tests.support.paths import FLOWS
 
@@ -161,7 +162,8 @@ def test_chat_with_an_unknown_default_flow_fails_on_one_line(tmp_path: Path) -> 
     result = tertulia(tmp_path, "chat", stdin="hola\n", DEFAULT_FLOW="nope")
 
     line = assert_one_line_error(result)
-    assert "'nope'" in line and "Known flows: trial" in line
+    known = ", ".join(sorted(load_flows(FLOWS, "trial").flows))
+    assert "'nope'" in line and f"Known flows: {known}." in line
 
 
 # -- flows ---------------------------------------------------------------------------------
@@ -308,3 +310,58 @@ def test_tertulia_console_script_runs_the_same_chat(tmp_path: Path) -> None:
     assert "🤖 ¡Hola! 👋" in result.stdout
     assert db_rows(tmp_path, "SELECT channel, state FROM sessions") == [
         {"channel": "console", "state": "greeting"}]
+
+
+# -- choices, chat --flow and flows test ---------------------------------------------------
+
+
+def test_chat_with_flow_shows_choices_numbered_and_takes_their_number(tmp_path: Path) -> None:
+    result = tertulia(tmp_path, "chat", "--flow", "booking", stdin="hola\n2\n1\n1\n")
+
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.startswith(f"tertulia chat · flujo booking · {DEFAULT_PHONE}\n")
+    assert "¿Qué servicio querés?\n\n1. Corte\n2. Barba\n3. Color\n" in out
+    assert "🤖 Buenísimo: Barba. ¿Qué día te queda bien?\n\n1. Lunes 10:00\n" in out
+    assert "🤖 ¿Confirmamos Barba el Lunes 10:00?\n\n1. Sí, confirmar\n2. No, cambiar\n" in out
+    assert "[confirm → closed (booked)]" in out
+    [session] = db_rows(tmp_path, "SELECT flow, state, close_reason FROM sessions")
+    assert session == {"flow": "booking", "state": "closed", "close_reason": "booked"}
+    offered = db_rows(tmp_path, "SELECT text_key, choices FROM messages WHERE direction = 'out' "
+                                "ORDER BY id")
+    assert offered[0]["text_key"] == "greeting"
+    assert '{"id": "barba", "title": "Barba"}' in offered[0]["choices"]
+    assert offered[-1] == {"text_key": "booked", "choices": None}
+
+
+def test_chat_with_an_unknown_flow_fails_on_one_line(tmp_path: Path) -> None:
+    result = tertulia(tmp_path, "chat", "--flow", "nope", stdin="hola\n")
+
+    line = assert_one_line_error(result)
+    assert "'nope'" in line and "Known flows: booking" in line
+
+
+def test_flows_test_runs_the_shipped_conversation_tests(tmp_path: Path) -> None:
+    result = tertulia(tmp_path, "flows", "test")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("0 failed (2 file(s))")
+    assert int(result.stdout.split()[0]) >= 10
+
+
+def test_flows_test_fails_showing_the_first_difference(tmp_path: Path) -> None:
+    flows = tmp_path / "flows"
+    shutil.copytree(FLOWS, flows)
+    (flows / "booking.tests").write_text(
+        "== wrong day\n> hola\n< @greeting\n> corte\n< Buenísimo: Barba. ...\n",
+        encoding="utf-8")
+
+    result = tertulia(tmp_path, "flows", "test", str(flows / "booking.tests"),
+                      FLOWS_DIR=str(flows))
+
+    assert result.returncode == 1
+    assert result.stdout.strip() == "0 passed, 1 failed (1 file(s))"
+    assert f"FAIL {flows / 'booking.tests'}:5: case 'wrong day'" in result.stderr
+    assert "    > corte\n    < Buenísimo: Corte." in result.stderr
+    assert "first difference: expected the bot to say\n      Buenísimo: Barba. ..." \
+        in result.stderr
