@@ -16,28 +16,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from engine.core import choices as offers
 from engine.core.errors import StoreError
 from engine.core.ports import SessionRecord
 from persistence.sql import is_transient
-from persistence.store import SqlTx
+from persistence.store import (
+    ADD_EVENT,
+    ENQUEUE_WITH_ID,
+    SAVE_SESSION,
+    SqlTx,
+    enqueue_params,
+    save_params,
+)
 
 __all__ = ["DeferredTx"]
-
-_UPDATE = (
-    "UPDATE sessions SET state = %(state)s, last_inbound_at = %(last_inbound_at)s, "
-    "expires_at = %(expires_at)s, closed_at = %(closed_at)s, close_reason = %(close_reason)s, "
-    "version = %(new_version)s, context = %(context)s, misses = %(misses)s, "
-    "warned = %(warned)s WHERE id = %(id)s AND version = %(read_version)s"
-)
-_EVENT = (
-    "INSERT INTO session_events (session_id, at, from_state, to_state, trigger, detail) "
-    "VALUES (%(session_id)s, %(at)s, %(from_state)s, %(to_state)s, %(trigger)s, %(detail)s)"
-)
-_MESSAGE = (
-    "INSERT INTO messages (id, session_id, channel, direction, body, body_redacted, status, "
-    "attempts, created_at) VALUES (%(id)s, %(session_id)s, %(channel)s, 'out', %(body)s, "
-    "%(redacted)s, 'pending', 0, %(now)s)"
-)
 
 
 class DeferredTx(SqlTx):
@@ -67,14 +59,7 @@ class DeferredTx(SqlTx):
         self._ids.extend(int(row[0]) for row in cursor.fetchall())
 
     def save_session(self, record: SessionRecord, *, read_version: int) -> bool:
-        d = self.driver
-        self._updates.append({
-            "state": record.state, "last_inbound_at": d.time_out(record.last_inbound_at),
-            "expires_at": d.time_out(record.expires_at), "closed_at": d.time_out(record.closed_at),
-            "close_reason": record.close_reason, "new_version": read_version + 1,
-            "context": d.json_out(record.context), "misses": record.misses,
-            "warned": record.warned, "id": record.id, "read_version": read_version,
-        })
+        self._updates.append(save_params(self.driver, record, read_version))
         record.version = read_version + 1
         return True
 
@@ -89,30 +74,31 @@ class DeferredTx(SqlTx):
 
     def enqueue(
         self, *, session_id: int, channel: str, body: str, now: datetime,
-        redacted: str | None = None,
+        redacted: str | None = None, key: str | None = None,
+        choices: tuple[offers.Choice, ...] = (),
     ) -> int:
         if not self._ids:
             self.reserve_ids(16)
         message_id = self._ids.pop(0)
-        self._messages.append({
-            "id": message_id, "session_id": session_id, "channel": channel, "body": body,
-            "redacted": redacted, "now": self.driver.time_out(now),
-        })
+        params = enqueue_params(self.driver, session_id=session_id, channel=channel, body=body,
+                                now=now, redacted=redacted, key=key, choices=choices)
+        self._messages.append({"id": message_id, **params})
         return message_id
 
     def flush(self) -> None:
         """Send what was gathered: one executemany per table."""
+        d = self.driver
         cursor = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             if self._updates:
-                cursor.executemany(_UPDATE, self._updates)
+                cursor.executemany(d.sql(SAVE_SESSION), self._updates)
                 if cursor.rowcount != len(self._updates):
                     raise StoreError(f"overdue scan: {len(self._updates)} session(s) to close, "
                                      f"{cursor.rowcount} updated; another writer moved one")
             if self._events:
-                cursor.executemany(_EVENT, self._events)
+                cursor.executemany(d.sql(ADD_EVENT), self._events)
             if self._messages:
-                cursor.executemany(_MESSAGE, self._messages)
+                cursor.executemany(d.sql(ENQUEUE_WITH_ID), self._messages)
         except StoreError:
             raise
         except Exception as exc:

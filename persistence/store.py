@@ -22,7 +22,10 @@ from engine.core.errors import SessionBusy, StoreError
 from engine.core.ports import Fence, SessionRecord, TrialRecord
 from persistence.sql import Driver, is_transient
 
-__all__ = ["SqlStore", "SqlTx", "TxRunner", "session_from_row"]
+__all__ = [
+    "ADD_EVENT", "ENQUEUE", "ENQUEUE_WITH_ID", "SAVE_SESSION", "SqlStore", "SqlTx", "TxRunner",
+    "enqueue_params", "save_params", "session_from_row",
+]
 
 T = TypeVar("T")
 
@@ -96,6 +99,47 @@ class SqlStore:
 
 _SESSION_COLUMNS = ("id, channel, phone, flow, state, started_at, last_inbound_at, expires_at, "
                     "version, context, closed_at, close_reason, misses, warned, choices")
+
+
+# The writes of the per-message path, shared with persistence.deferred (which sends many
+# at once): one definition each, so a new column reaches both.
+SAVE_SESSION = (
+    "UPDATE sessions SET state = :state, last_inbound_at = :last_inbound_at, "
+    "expires_at = :expires_at, closed_at = :closed_at, close_reason = :close_reason, "
+    "version = :new_version, context = :context, misses = :misses, warned = :warned, "
+    "choices = :choices WHERE id = :id AND version = :read_version"
+)
+ADD_EVENT = (
+    "INSERT INTO session_events (session_id, at, from_state, to_state, trigger, detail) "
+    "VALUES (:session_id, :at, :from_state, :to_state, :trigger, :detail)"
+)
+_ENQUEUE_COLUMNS = ("session_id, channel, direction, body, body_redacted, status, attempts, "
+                    "created_at, text_key, choices")
+_ENQUEUE_VALUES = (":session_id, :channel, 'out', :body, :redacted, 'pending', 0, :now, :key, "
+                   ":choices")
+ENQUEUE = f"INSERT INTO messages ({_ENQUEUE_COLUMNS}) VALUES ({_ENQUEUE_VALUES})"
+# The same with the id chosen beforehand (taken from the table's sequence).
+ENQUEUE_WITH_ID = (f"INSERT INTO messages (id, {_ENQUEUE_COLUMNS}) "
+                   f"VALUES (:id, {_ENQUEUE_VALUES})")
+
+
+def save_params(d: Driver, record: SessionRecord, read_version: int) -> dict[str, Any]:
+    return {
+        "state": record.state, "last_inbound_at": d.time_out(record.last_inbound_at),
+        "expires_at": d.time_out(record.expires_at), "closed_at": d.time_out(record.closed_at),
+        "close_reason": record.close_reason, "new_version": read_version + 1,
+        "context": d.json_out(record.context), "misses": record.misses,
+        "warned": record.warned, "choices": offers.dump(record.choices), "id": record.id,
+        "read_version": read_version,
+    }
+
+
+def enqueue_params(
+    d: Driver, *, session_id: int, channel: str, body: str, now: datetime,
+    redacted: str | None, key: str | None, choices: tuple[offers.Choice, ...],
+) -> dict[str, Any]:
+    return {"session_id": session_id, "channel": channel, "body": body, "redacted": redacted,
+            "now": d.time_out(now), "key": key, "choices": offers.dump(choices)}
 
 
 class SqlTx:
@@ -265,18 +309,7 @@ class SqlTx:
         return bool(cursor.rowcount)
 
     def save_session(self, record: SessionRecord, *, read_version: int) -> bool:
-        d = self._driver
-        cursor = self._run(
-            "UPDATE sessions SET state = :state, last_inbound_at = :last_inbound_at, "
-            "expires_at = :expires_at, closed_at = :closed_at, close_reason = :close_reason, "
-            "version = :new_version, context = :context, misses = :misses, warned = :warned, "
-            "choices = :choices WHERE id = :id AND version = :read_version",
-            state=record.state, last_inbound_at=d.time_out(record.last_inbound_at),
-            expires_at=d.time_out(record.expires_at), closed_at=d.time_out(record.closed_at),
-            close_reason=record.close_reason, new_version=read_version + 1,
-            context=d.json_out(record.context), misses=record.misses, warned=record.warned,
-            choices=offers.dump(record.choices), id=record.id, read_version=read_version,
-        )
+        cursor = self._run(SAVE_SESSION, **save_params(self._driver, record, read_version))
         if cursor.rowcount != 1:
             return False
         record.version = read_version + 1
@@ -286,25 +319,17 @@ class SqlTx:
         self, *, session_id: int, from_state: str | None, to_state: str, trigger: str,
         detail: str | None, at: datetime,
     ) -> None:
-        self._run(
-            "INSERT INTO session_events (session_id, at, from_state, to_state, trigger, detail) "
-            "VALUES (:session_id, :at, :from_state, :to_state, :trigger, :detail)",
-            session_id=session_id, at=self._driver.time_out(at), from_state=from_state,
-            to_state=to_state, trigger=trigger, detail=detail,
-        )
+        self._run(ADD_EVENT, session_id=session_id, at=self._driver.time_out(at),
+                  from_state=from_state, to_state=to_state, trigger=trigger, detail=detail)
 
     def enqueue(
         self, *, session_id: int, channel: str, body: str, now: datetime,
         redacted: str | None = None, key: str | None = None,
         choices: tuple[offers.Choice, ...] = (),
     ) -> int:
-        row = self._run(
-            "INSERT INTO messages (session_id, channel, direction, body, body_redacted, status, "
-            "attempts, created_at, text_key, choices) VALUES (:session_id, :channel, 'out', "
-            ":body, :redacted, 'pending', 0, :now, :key, :choices) RETURNING id",
-            session_id=session_id, channel=channel, body=body, redacted=redacted,
-            now=self._driver.time_out(now), key=key, choices=offers.dump(choices),
-        ).fetchone()
+        params = enqueue_params(self._driver, session_id=session_id, channel=channel, body=body,
+                                now=now, redacted=redacted, key=key, choices=choices)
+        row = self._run(ENQUEUE + " RETURNING id", **params).fetchone()
         return int(row[0])
 
     def latest_trial(self, phone: str) -> TrialRecord | None:
