@@ -70,6 +70,8 @@ class Session(Base):
     # in a row, and whether this idle stretch already got the "¿Seguís ahí?" notice.
     misses: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     warned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # A hash of the flow definition the session runs (engine.core.flow.flow_version).
+    flow_version: Mapped[str | None] = mapped_column(String(16))
 
     __table_args__ = (
         Index(

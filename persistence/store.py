@@ -33,7 +33,7 @@ def session_from_row(row: Row[Any]) -> SessionRecord:
         started_at=row.started_at, last_inbound_at=row.last_inbound_at,
         expires_at=row.expires_at, version=row.version, context=dict(row.context or {}),
         closed_at=row.closed_at, close_reason=row.close_reason, misses=row.misses,
-        warned=bool(row.warned),
+        warned=bool(row.warned), flow_version=row.flow_version,
     )
 
 
@@ -94,7 +94,7 @@ class SqlStore:
 
 
 _SESSION_COLUMNS = ("id, channel, phone, flow, state, started_at, last_inbound_at, expires_at, "
-                    "version, context, closed_at, close_reason, misses, warned")
+                    "version, context, closed_at, close_reason, misses, warned, flow_version")
 
 
 class SqlTx:
@@ -132,7 +132,7 @@ class SqlTx:
             started_at=t(row[5]), last_inbound_at=t(row[6]),  # type: ignore[arg-type]
             expires_at=t(row[7]), version=row[8],  # type: ignore[arg-type]
             context=self._driver.json_in(row[9]), closed_at=t(row[10]), close_reason=row[11],
-            misses=row[12], warned=bool(row[13]),
+            misses=row[12], warned=bool(row[13]), flow_version=row[14],
         )
 
     def lock_conversations(self, keys: Iterable[tuple[str, str]]) -> None:
@@ -207,20 +207,21 @@ class SqlTx:
 
     def create_session(
         self, *, channel: str, phone: str, flow: str, state: str, now: datetime,
-        expires_at: datetime, context: dict[str, Any],
+        expires_at: datetime, context: dict[str, Any], flow_version: str | None = None,
     ) -> SessionRecord:
         d = self._driver
         new_id = self._run(
             "INSERT INTO sessions (channel, phone, flow, state, started_at, last_inbound_at, "
-            "expires_at, version, context) VALUES (:channel, :phone, :flow, :state, :now, "
-            ":now, :expires_at, 1, :context) RETURNING id",
+            "expires_at, version, context, flow_version) VALUES (:channel, :phone, :flow, "
+            ":state, :now, :now, :expires_at, 1, :context, :flow_version) RETURNING id",
             channel=channel, phone=phone, flow=flow, state=state, now=d.time_out(now),
             expires_at=d.time_out(expires_at), context=d.json_out(context),
+            flow_version=flow_version,
         ).fetchone()[0]
         return SessionRecord(
             id=int(new_id), channel=channel, phone=phone, flow=flow, state=state,
             started_at=now, last_inbound_at=now, expires_at=expires_at, version=1,
-            context=context,
+            context=context, flow_version=flow_version,
         )
 
     def record_inbound(
@@ -241,13 +242,13 @@ class SqlTx:
         cursor = self._run(
             "UPDATE sessions SET state = :state, last_inbound_at = :last_inbound_at, "
             "expires_at = :expires_at, closed_at = :closed_at, close_reason = :close_reason, "
-            "version = :new_version, context = :context, misses = :misses, warned = :warned "
-            "WHERE id = :id AND version = :read_version",
+            "version = :new_version, context = :context, misses = :misses, warned = :warned, "
+            "flow_version = :flow_version WHERE id = :id AND version = :read_version",
             state=record.state, last_inbound_at=d.time_out(record.last_inbound_at),
             expires_at=d.time_out(record.expires_at), closed_at=d.time_out(record.closed_at),
             close_reason=record.close_reason, new_version=read_version + 1,
             context=d.json_out(record.context), misses=record.misses, warned=record.warned,
-            id=record.id, read_version=read_version,
+            flow_version=record.flow_version, id=record.id, read_version=read_version,
         )
         if cursor.rowcount != 1:
             return False

@@ -71,6 +71,8 @@ class SessionRecord:
     # understood in a row, and whether this idle stretch got the warning already.
     misses: int = 0
     warned: bool = False
+    # The version (a hash) of the flow definition the session runs: see Flow.renamed.
+    flow_version: str | None = None
 
     @property
     def is_open(self) -> bool:
@@ -143,7 +145,7 @@ class StoreTx(Protocol):
 
     def create_session(
         self, *, channel: str, phone: str, flow: str, state: str, now: datetime,
-        expires_at: datetime, context: dict[str, Any],
+        expires_at: datetime, context: dict[str, Any], flow_version: str | None = None,
     ) -> SessionRecord: ...
 
     def record_inbound(

@@ -26,8 +26,10 @@ class Committed:
     warned: list[SessionRecord] = field(default_factory=list)
     closed: list[SessionRecord] = field(default_factory=list)
     outbound: list[Outbound] = field(default_factory=list)
-    # Sessions closed by their own timeout job, which APScheduler has already removed.
+    # Sessions a timeout acted on; a closed one's job APScheduler has already removed.
     fired: list[int] = field(default_factory=list)
+    # Open sessions whose expiry a state's own timeout set: their job moves with it.
+    rescheduled: list[SessionRecord] = field(default_factory=list)
 
 
 class Work:
@@ -61,7 +63,11 @@ class Work:
         self, session: SessionRecord, flow: CompiledFlow, key: str,
         values: Mapping[str, object] | None = None,
     ) -> None:
-        for body in split_body(flow.render(key, values or {})):
+        self.send(session, flow.render(key, values or {}))
+
+    def send(self, session: SessionRecord, text: str) -> None:
+        """Queue a text already rendered, split to WhatsApp's size."""
+        for body in split_body(text):
             secret = self._secret
             redacted = body.replace(secret, _HIDDEN) if secret and secret in body else None
             message_id = self.tx.enqueue(session_id=session.id, channel=session.channel,
@@ -91,6 +97,24 @@ class Work:
             session.closed_at, session.close_reason = self.now, route.reason
             self.committed.closed.append(session)
         return route
+
+    def close_directly(
+        self, session: SessionRecord, *, reason: str, trigger: str, text: str | None,
+        detail: str | None = None,
+    ) -> None:
+        """Close without the flow's Machine: its state, or the whole flow, is gone.
+
+        Every flow has a "closed" final state, so the row ends up where a regular close
+        would have left it."""
+        self.touch(session)
+        self.tx.add_event(session_id=session.id, from_state=session.state, to_state="closed",
+                          trigger=trigger, detail=detail, at=self.now)
+        session.state = "closed"
+        session.closed_at = self.now
+        session.close_reason = reason
+        if text is not None:
+            self.send(session, text)
+        self.committed.closed.append(session)
 
     def flush(self) -> None:
         """Write back every session touched; a changed version means a lost race."""
