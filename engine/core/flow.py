@@ -25,6 +25,7 @@ __all__ = [
     "BASE_TEXTS",
     "ENGINE_CLOSE_REASONS",
     "ENGINE_TRIGGERS",
+    "ENGINE_VALUES",
     "CompiledFlow",
     "Decision",
     "Flow",
@@ -60,6 +61,10 @@ BASE_TEXTS: dict[str, str] = {
         "Escribinos de nuevo y empezamos otra vez."
     ),
 }
+
+# Values the engine itself adds to every text's placeholders. None so far: a text gets
+# the session's context and the values its step passed; `flows check` knows both.
+ENGINE_VALUES: frozenset[str] = frozenset()
 
 # Closes the engine performs in any open state: trigger -> (final state, reason, texts).
 ENGINE_TRIGGERS: dict[str, tuple[str, str, tuple[str, ...]]] = {
