@@ -10,12 +10,15 @@ None of this raises: a removed flow must not fail the batch it is in.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
+
 from engine.core.flow import ENGINE_TRIGGERS, CompiledFlow
 from engine.core.ports import SessionRecord
 from engine.core.registry import FlowRegistry
 from engine.core.unit import Work
 
-__all__ = ["close_anyway", "current_flow"]
+__all__ = ["close_anyway", "current_flow", "stale_sessions"]
 
 
 def current_flow(
@@ -71,3 +74,30 @@ def _upgrade(
     work.touch(session)
     session.flow_version = flow.version
     return flow
+
+
+def stale_sessions(
+    flows: FlowRegistry, open_counts: Iterable[tuple[str, str | None, str, int]]
+) -> list[str]:
+    """Warnings, with counts, about open sessions that will close because their flow or
+    their state is gone; `open_counts` is (flow, flow_version, state, how many)."""
+    removed: Counter[str] = Counter()
+    gone: Counter[tuple[str, str]] = Counter()
+    for name, version, state, count in open_counts:
+        flow = flows.flows.get(name)
+        if flow is None:
+            removed[name] += count
+        elif version != flow.version and state not in flow.open_states() and (
+                flow.renamed.get(state) not in flow.open_states()):
+            gone[(name, state)] += count
+    lines = [f"{_sessions(n)} flow {name!r}, which no file defines; they close on their "
+             "next message or timeout (flow_removed)" for name, n in sorted(removed.items())]
+    lines += [f"{_sessions(n)} flow {name!r} in state {state!r}, which it no longer has; "
+              f"they close on their next message or timeout (flow_changed), unless the flow "
+              f"maps it in renamed = {{{state!r}: 'new_state'}}"
+              for (name, state), n in sorted(gone.items())]
+    return lines
+
+
+def _sessions(count: int) -> str:
+    return f"{count} open session{'s' if count != 1 else ''} use{'s' if count == 1 else ''}"
