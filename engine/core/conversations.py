@@ -147,6 +147,9 @@ class Conversations:
                            detail="expired before this message arrived")
         if session is not None and flow is not None and session.is_open:
             return session, flow, False
+        # The message answered a question its changed or removed flow no longer asks:
+        # the new session greets, and the step does not read it.
+        work.restarted = session is not None and flow is None
         work.flush()  # the unique index on open sessions wants a closed one saved first
         flow = self._new_flow(inbound)
         session = work.tx.create_session(
@@ -212,7 +215,7 @@ class Conversations:
             work.transition(session, flow, "cancel")
         elif turn.intent == "despedida":
             work.transition(session, flow, "goodbye")
-        elif created and turn.intent in (None, "saludo"):
+        elif created and (turn.intent in (None, "saludo") or work.restarted):
             pass  # the greeting already answers a hello
         elif session.state == flow.credentials_state:
             work.issue = (session, flow)  # resume an issue a crash interrupted

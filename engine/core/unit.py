@@ -39,6 +39,8 @@ class Work:
         self.tx, self.now, self._secret = tx, now, secret
         self.committed = Committed()
         self.issue: tuple[SessionRecord, CompiledFlow] | None = None
+        # The message's session was closed because its flow changed: it starts afresh.
+        self.restarted = False
         self._read_versions: dict[int, tuple[SessionRecord, int]] = {}
 
     def touch(self, session: SessionRecord) -> None:
