@@ -161,7 +161,8 @@ def test_chat_with_an_unknown_default_flow_fails_on_one_line(tmp_path: Path) -> 
     result = tertulia(tmp_path, "chat", stdin="hola\n", DEFAULT_FLOW="nope")
 
     line = assert_one_line_error(result)
-    assert "'nope'" in line and "Known flows: trial" in line
+    assert "'nope'" in line and "Known flows: " in line
+    assert "trial" in line.split("Known flows: ")[1].rstrip(".").split(", ")
 
 
 # -- flows ---------------------------------------------------------------------------------
