@@ -90,17 +90,19 @@ def _yes_no(turn: Turn) -> Decision:
     return turn.not_understood()
 '''
 
+_REMIND_ROW = ('        {"trigger": "remind", "source": "confirming", "dest": "held", '
+               '"say": "reminder"},\n')
+
 BOOKING_V2 = (
     BOOKING_V1
-    .replace('''    states = ["asking_people", "asking_hour", "confirming", "held", "closed", "timeout",
-              "cancelled"]''', '''    states = ["asking_people", "choosing_hour", "confirming", "closed", "timeout",
-              "cancelled"]
-    renamed = {"asking_hour": "choosing_hour"}''')
+    .replace('"asking_hour", "confirming", "held",', '"choosing_hour", "confirming",')
+    .replace('    close_reasons = {"booked": "closed"}\n',
+             '    close_reasons = {"booked": "closed"}\n'
+             '    renamed = {"asking_hour": "choosing_hour"}\n')
     .replace('"source": "asking_people", "dest": "asking_hour"',
              '"source": "asking_people", "dest": "choosing_hour"')
     .replace('"source": "asking_hour"', '"source": "choosing_hour"')
-    .replace('''        {"trigger": "remind", "source": "confirming", "dest": "held", "say": "reminder"},
-''', "")
+    .replace(_REMIND_ROW, "")
     .replace('["confirming", "held"]', '"confirming"')
     .replace('''    timeouts = {
         "confirming": Timeout(timedelta(minutes=2), "remind"),
