@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
-from engine.core.flow import ENGINE_TRIGGERS, CompiledFlow
+from engine.core.errors import FlowDefinitionError
+from engine.core.flow import BASE_TEXTS, ENGINE_TRIGGERS, CompiledFlow
 from engine.core.ports import SessionRecord
 from engine.core.registry import FlowRegistry
 from engine.core.unit import Work
@@ -28,7 +29,7 @@ def current_flow(
     the session had to close for it (flow_removed or flow_changed)."""
     flow = flows.flows.get(session.flow)
     if flow is None:
-        text = flows.default.render("flow_changed", {}) if notify else None
+        text = _text(flows.default, "flow_changed", session) if notify else None
         work.close_directly(session, reason="flow_removed", trigger="flow_removed", text=text,
                             detail=f"no file defines flow {session.flow!r} any more")
         return None
@@ -49,8 +50,17 @@ def close_anyway(
         return
     _, reason, keys = ENGINE_TRIGGERS[trigger]
     texts = flow or flows.default
-    text = "\n\n".join(texts.render(key, {}) for key in keys) if notify and keys else None
+    text = "\n\n".join(_text(texts, key, session) for key in keys) if notify and keys else None
     work.close_directly(session, reason=reason, trigger=trigger, text=text, detail=detail)
+
+
+def _text(flow: CompiledFlow, key: str, session: SessionRecord) -> str:
+    """The flow's version of an engine text, or the engine's own if the flow's needs a
+    value this session lacks: a close that must not fail cannot fail on a text."""
+    try:
+        return flow.render(key, session.context)
+    except FlowDefinitionError:
+        return BASE_TEXTS[key]
 
 
 def _upgrade(
@@ -62,7 +72,7 @@ def _upgrade(
     if session.state not in open_states:
         renamed = flow.renamed.get(session.state)
         if renamed not in open_states:
-            text = flow.render("flow_changed", {}) if notify else None
+            text = _text(flow, "flow_changed", session) if notify else None
             work.close_directly(session, reason="flow_changed", trigger="flow_changed",
                                 text=text, detail=f"{change}: state {session.state!r} is gone")
             return None

@@ -213,3 +213,21 @@ def test_the_warning_counts_sessions_in_states_an_edit_removed(
         "they close on their next message or timeout (flow_changed), unless the flow maps "
         "it in renamed = {'asking_hour': 'new_state'}"
     ]
+
+
+def test_a_flow_changed_text_that_needs_a_missing_value_falls_back_to_the_engines(
+    restart: Restart, users: Users, folder: Path
+) -> None:
+    own = BOOKING_V1.replace(
+        '        "declined":',
+        '        "flow_changed": "Perdón, {people} personas: cambiamos el servicio.",\n'
+        '        "declined":')
+    write_flow(folder, own)
+    v1 = restart()
+    users.say(v1, ANA, "hola")  # asking_people: no `people` in her context yet
+    write_flow(folder, own.replace("asking_people", "counting"))
+
+    v2 = restart()
+
+    assert users.say(v2, ANA, "hola") == [CHANGED, "¿Para cuántas personas reservamos?"]
+    assert all_of(v2, ANA)[0]["close_reason"] == "flow_changed"
