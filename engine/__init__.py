@@ -3,7 +3,16 @@
 Flow authors import from here only.
 """
 
-from engine.core.flow import Decision, Flow, Turn, step
+from engine.core.flow import Decision, Flow, Timeout, Turn, step
 from engine.core.ports import CredentialRequest, Credentials, TrialRecord
 
-__all__ = ["CredentialRequest", "Credentials", "Decision", "Flow", "TrialRecord", "Turn", "step"]
+__all__ = [
+    "CredentialRequest",
+    "Credentials",
+    "Decision",
+    "Flow",
+    "Timeout",
+    "TrialRecord",
+    "Turn",
+    "step",
+]

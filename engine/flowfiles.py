@@ -15,7 +15,9 @@ from engine.core.flow import CompiledFlow, Flow
 from engine.core.flowcheck import check_flow
 from engine.core.registry import FlowRegistry
 
-__all__ = ["check_files", "default_flow_problems", "flow_files", "load_flows"]
+__all__ = [
+    "check_files", "default_flow_problems", "flow_files", "load_flows", "load_flows_leniently",
+]
 
 
 def flow_files(flows_dir: Path) -> list[Path]:
@@ -39,6 +41,32 @@ def load_flows(flows_dir: Path, default_name: str) -> FlowRegistry:
     registry = FlowRegistry(flows, default_name)
     registry.get(default_name)  # fail at start, not at the first message
     return registry
+
+
+def load_flows_leniently(
+    flows_dir: Path, default_name: str
+) -> tuple[FlowRegistry, list[FlowDefinitionError]]:
+    """Every flow that loads, and the problems of the files skipped, for the ops commands:
+    during an incident a broken non-default flow must not lock the operator out. Only
+    the default flow failing stops them (with that file's problem)."""
+    flows: dict[str, CompiledFlow] = {}
+    problems: list[FlowDefinitionError] = []
+    for path in flow_files(flows_dir):
+        try:
+            compiled = [compile_flow(cls, str(path)) for cls in _flow_classes(path)]
+        except FlowDefinitionError as exc:
+            problems.append(exc)
+            continue
+        for flow in compiled:
+            if flow.name in flows:
+                problems.append(_duplicate(path, flow.name, flows[flow.name].file))
+            else:
+                flows[flow.name] = flow
+    if default_name not in flows and problems:
+        raise problems[0]
+    registry = FlowRegistry(flows, default_name)
+    registry.get(default_name)
+    return registry, problems
 
 
 def check_files(paths: Iterable[Path]) -> list[FlowDefinitionError]:

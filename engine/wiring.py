@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Engine as DbEngine
 
 from engine.core.clock import Clock, SystemClock
 from engine.core.conversations import Conversations, ConversationSettings
-from engine.core.errors import ConfigError
+from engine.core.errors import ConfigError, FlowDefinitionError
 from engine.core.ports import CredentialProvider
 from engine.core.registry import FlowRegistry
 from engine.credentials.local import load_provider
-from engine.flowfiles import load_flows
+from engine.flowfiles import load_flows, load_flows_leniently
 from engine.nlu.loader import load_detector
 from engine.settings import Settings
 from persistence import migrate
@@ -31,6 +31,8 @@ class Wiring:
     flows: FlowRegistry
     conversations: Conversations
     clock: Clock
+    # Flow files skipped by a lenient start (the ops commands): each names its file.
+    flow_problems: list[FlowDefinitionError] = field(default_factory=list)
 
     def close(self) -> None:
         self.db.dispose()
@@ -38,16 +40,23 @@ class Wiring:
 
 def wire(
     settings: Settings, *, clock: Clock | None = None,
-    provider: CredentialProvider | None = None, upgrade: bool = True,
+    provider: CredentialProvider | None = None, upgrade: bool = True, strict_flows: bool = True,
 ) -> Wiring:
     """Load flows, open the database and wire the conversations.
 
     The embedded SQLite is upgraded on start (under its write lock, so workers started
     together do not race); a server database must be upgraded by `tertulia db upgrade`,
     and a worker refuses, in one line, to run on one that is not at head.
+
+    With `strict_flows` False (the ops commands) a broken flow file other than the
+    default's is skipped and listed in `flow_problems` instead of stopping everything.
     """
-    flows = load_flows(settings.flows_dir, settings.default_flow)
-    _check_content_sids(settings.twilio_content_sids, flows)
+    problems: list[FlowDefinitionError] = []
+    if strict_flows:
+        flows = load_flows(settings.flows_dir, settings.default_flow)
+        _check_content_sids(settings.twilio_content_sids, flows)
+    else:
+        flows, problems = load_flows_leniently(settings.flows_dir, settings.default_flow)
     db = make_engine(settings.database_url, synchronous=settings.sqlite_synchronous)
     if upgrade and is_sqlite(settings.database_url):
         migrate.upgrade(settings.database_url)
@@ -66,7 +75,7 @@ def wire(
         ),
         detector=load_detector(settings.intent_detector),
     )
-    return Wiring(settings, db, store, flows, conversations, clock)
+    return Wiring(settings, db, store, flows, conversations, clock, problems)
 
 
 def _check_content_sids(sids: Mapping[str, str], flows: FlowRegistry) -> None:

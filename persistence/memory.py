@@ -185,13 +185,14 @@ class MemoryTx:
 
     def create_session(
         self, *, channel: str, phone: str, flow: str, state: str, now: datetime,
-        expires_at: datetime, context: dict[str, Any],
+        expires_at: datetime, context: dict[str, Any], flow_version: str | None = None,
     ) -> SessionRecord:
         self._claim_open(channel, phone)
         record = SessionRecord(
             id=_next_id(self.tables.sessions), channel=channel, phone=phone, flow=flow,
             state=state, started_at=_utc(now), last_inbound_at=_utc(now),
             expires_at=_utc(expires_at), version=1, context=_context(context),
+            flow_version=flow_version,
         )
         self.tables.sessions[record.id] = record
         self.tables.open_sessions[(channel, phone)] = record.id
@@ -208,6 +209,7 @@ class MemoryTx:
             closed_at=None if record.closed_at is None else _utc(record.closed_at),
             close_reason=record.close_reason, version=read_version + 1,
             misses=record.misses, warned=record.warned, choices=record.choices,
+            flow_version=record.flow_version,
         )
         key = (stored.channel, stored.phone)
         if self.tables.open_sessions.get(key) == stored.id:

@@ -72,6 +72,8 @@ class Session(Base):
     warned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # The choices a reply may pick now, by number or words (JSON: [{"id", "title"}]).
     choices: Mapped[str | None] = mapped_column(Text)
+    # A hash of the flow definition the session runs (engine.core.flow.flow_version).
+    flow_version: Mapped[str | None] = mapped_column(String(16))
 
     __table_args__ = (
         Index(

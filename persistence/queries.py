@@ -11,7 +11,7 @@ from persistence.models import UTCDateTime, sessions
 from persistence.store import SqlStore, session_from_row
 
 __all__ = [
-    "close_reason_counts", "latest_session", "next_expiry", "orphan_jobs",
+    "close_reason_counts", "latest_session", "next_expiry", "open_by_flow", "orphan_jobs",
     "sessions_without_job",
 ]
 
@@ -70,3 +70,12 @@ def close_reason_counts(store: SqlStore) -> dict[str, int]:
     query = select(reason, func.count()).where(reason.is_not(None)).group_by(reason)
     with store.reading() as conn:
         return {str(r): int(n) for r, n in conn.execute(query)}
+
+
+def open_by_flow(store: SqlStore) -> list[tuple[str, str | None, str, int]]:
+    """Open sessions counted by (flow, flow_version, state), for the start-up warning."""
+    c = sessions.c
+    query = (select(c.flow, c.flow_version, c.state, func.count())
+             .where(c.closed_at.is_(None)).group_by(c.flow, c.flow_version, c.state))
+    with store.reading() as conn:
+        return [(str(f), v, str(s), int(n)) for f, v, s, n in conn.execute(query)]

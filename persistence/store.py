@@ -38,6 +38,7 @@ def session_from_row(row: Row[Any]) -> SessionRecord:
         expires_at=row.expires_at, version=row.version, context=dict(row.context or {}),
         closed_at=row.closed_at, close_reason=row.close_reason, misses=row.misses,
         warned=bool(row.warned), choices=offers.load(row.choices),
+        flow_version=row.flow_version,
     )
 
 
@@ -98,7 +99,8 @@ class SqlStore:
 
 
 _SESSION_COLUMNS = ("id, channel, phone, flow, state, started_at, last_inbound_at, expires_at, "
-                    "version, context, closed_at, close_reason, misses, warned, choices")
+                    "version, context, closed_at, close_reason, misses, warned, choices, "
+                    "flow_version")
 
 
 # The writes of the per-message path, shared with persistence.deferred (which sends many
@@ -107,7 +109,7 @@ SAVE_SESSION = (
     "UPDATE sessions SET state = :state, last_inbound_at = :last_inbound_at, "
     "expires_at = :expires_at, closed_at = :closed_at, close_reason = :close_reason, "
     "version = :new_version, context = :context, misses = :misses, warned = :warned, "
-    "choices = :choices WHERE id = :id AND version = :read_version"
+    "choices = :choices, flow_version = :flow_version WHERE id = :id AND version = :read_version"
 )
 ADD_EVENT = (
     "INSERT INTO session_events (session_id, at, from_state, to_state, trigger, detail) "
@@ -129,8 +131,8 @@ def save_params(d: Driver, record: SessionRecord, read_version: int) -> dict[str
         "expires_at": d.time_out(record.expires_at), "closed_at": d.time_out(record.closed_at),
         "close_reason": record.close_reason, "new_version": read_version + 1,
         "context": d.json_out(record.context), "misses": record.misses,
-        "warned": record.warned, "choices": offers.dump(record.choices), "id": record.id,
-        "read_version": read_version,
+        "warned": record.warned, "choices": offers.dump(record.choices),
+        "flow_version": record.flow_version, "id": record.id, "read_version": read_version,
     }
 
 
@@ -185,6 +187,7 @@ class SqlTx:
             expires_at=t(row[7]), version=row[8],  # type: ignore[arg-type]
             context=self._driver.json_in(row[9]), closed_at=t(row[10]), close_reason=row[11],
             misses=row[12], warned=bool(row[13]), choices=offers.load(row[14]),
+            flow_version=row[15],
         )
 
     def lock_conversations(self, keys: Iterable[tuple[str, str]]) -> None:
@@ -279,20 +282,21 @@ class SqlTx:
 
     def create_session(
         self, *, channel: str, phone: str, flow: str, state: str, now: datetime,
-        expires_at: datetime, context: dict[str, Any],
+        expires_at: datetime, context: dict[str, Any], flow_version: str | None = None,
     ) -> SessionRecord:
         d = self._driver
         new_id = self._run(
             "INSERT INTO sessions (channel, phone, flow, state, started_at, last_inbound_at, "
-            "expires_at, version, context) VALUES (:channel, :phone, :flow, :state, :now, "
-            ":now, :expires_at, 1, :context) RETURNING id",
+            "expires_at, version, context, flow_version) VALUES (:channel, :phone, :flow, "
+            ":state, :now, :now, :expires_at, 1, :context, :flow_version) RETURNING id",
             channel=channel, phone=phone, flow=flow, state=state, now=d.time_out(now),
             expires_at=d.time_out(expires_at), context=d.json_out(context),
+            flow_version=flow_version,
         ).fetchone()[0]
         return SessionRecord(
             id=int(new_id), channel=channel, phone=phone, flow=flow, state=state,
             started_at=now, last_inbound_at=now, expires_at=expires_at, version=1,
-            context=context,
+            context=context, flow_version=flow_version,
         )
 
     def record_inbound(

@@ -175,10 +175,12 @@ def flows(ctx: click.Context) -> None:
     """List the flows in FLOWS_DIR (see also: check, draw)."""
     if ctx.invoked_subcommand is not None:
         return
-    from engine.flowfiles import load_flows
+    from engine.cli.ops import warn_skipped
+    from engine.flowfiles import load_flows_leniently
 
     settings = _settings()
-    registry = load_flows(settings.flows_dir, settings.default_flow)
+    registry, skipped = load_flows_leniently(settings.flows_dir, settings.default_flow)
+    warn_skipped(skipped)
     for flow in registry:
         marker = " (default)" if flow.name == registry.default_name else ""
         click.echo(f"{flow.name}{marker}\t{flow.file}\t{len(flow.states)} states: "
@@ -246,11 +248,14 @@ def _run_conversation_tests(paths: list[Path]) -> list[Result]:
 @_fail_cleanly
 def flows_draw(name: str) -> None:
     """Print a Mermaid stateDiagram-v2 of flow NAME."""
+    from engine.cli.ops import warn_skipped
     from engine.core.diagram import mermaid
-    from engine.flowfiles import load_flows
+    from engine.flowfiles import load_flows_leniently
 
     settings = _settings()
-    click.echo(mermaid(load_flows(settings.flows_dir, settings.default_flow).get(name)))
+    registry, skipped = load_flows_leniently(settings.flows_dir, settings.default_flow)
+    warn_skipped(skipped)
+    click.echo(mermaid(registry.get(name)))
 
 
 @main.group()

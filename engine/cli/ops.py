@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from engine.core.errors import SessionNotFound, TertuliaError
+from engine.core.errors import FlowDefinitionError, SessionNotFound, TertuliaError
 from engine.core.ports import SessionRecord
 from engine.core.text import digits
 from engine.monitoring.logs import mask_phone
@@ -21,14 +21,23 @@ from engine.settings import load_settings
 from engine.wiring import Wiring, wire
 from persistence import ops, queries
 
-__all__ = ["sessions", "stats"]
+__all__ = ["sessions", "stats", "warn_skipped"]
 
 
 def _services() -> Wiring:
+    """The wiring for an ops command: a broken flow file other than the default's is
+    skipped with a warning, so the operator is never locked out during an incident."""
     try:
-        return wire(load_settings())
+        wiring = wire(load_settings(), strict_flows=False)
     except TertuliaError as exc:
         raise click.ClickException(str(exc)) from None
+    warn_skipped(wiring.flow_problems)
+    return wiring
+
+
+def warn_skipped(problems: list[FlowDefinitionError]) -> None:
+    for problem in problems:
+        click.echo(f"warning: flow file skipped: {problem}", err=True)
 
 
 def _row(session: SessionRecord, now: datetime) -> dict[str, Any]:

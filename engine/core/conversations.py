@@ -18,6 +18,7 @@ from engine.core.clock import Clock
 from engine.core.errors import LeaseLost, SessionBusy, StoreError
 from engine.core.flow import CompiledFlow, Decision, Turn
 from engine.core.intents import IntentDetector
+from engine.core.pinning import close_anyway, current_flow
 from engine.core.ports import (
     CredentialProvider,
     CredentialRequest,
@@ -140,27 +141,72 @@ class Conversations:
         self, work: Work, inbound: Inbound
     ) -> tuple[SessionRecord, CompiledFlow, bool]:
         session = work.tx.open_session(inbound.channel, inbound.phone)
-        if session is not None and session.expires_at <= work.now:
+        flow = None if session is None else current_flow(work, session, self.flows)
+        if session is not None and flow is not None and session.expires_at <= work.now:
             # The row is the truth: past expires_at it is over, whether or not its job ran.
-            work.transition(session, self.flows.get(session.flow), "expire",
-                            detail="expired before this message arrived")
-            work.flush()  # the unique index on open sessions wants it closed first
-            session = None
-        if session is not None:
-            return session, self.flows.get(session.flow), False
-        flow = self.flows.get(inbound.flow) if inbound.flow else self.flows.default
+            self._time_out(work, session, flow, notify=True,
+                           detail="expired before this message arrived")
+        if session is not None and flow is not None and session.is_open:
+            return session, flow, False
+        # The message answered a question its changed or removed flow no longer asks:
+        # the new session greets, and the step does not read it.
+        work.restarted = session is not None and flow is None
+        work.flush()  # the unique index on open sessions wants a closed one saved first
+        flow = self._new_flow(inbound)
         session = work.tx.create_session(
             channel=inbound.channel, phone=inbound.phone, flow=flow.name, state=flow.initial,
-            now=work.now, expires_at=work.now + self.settings.session_timeout, context={},
+            now=work.now, expires_at=work.now + self._timeout(flow, flow.initial), context={},
+            flow_version=flow.version,
         )
         work.opened(session, flow)
         return session, flow, True
+
+    def _new_flow(self, inbound: Inbound) -> CompiledFlow:
+        if inbound.flow is None:
+            return self.flows.default
+        flow = self.flows.flows.get(inbound.flow)
+        if flow is None:
+            log.warning("a message asked for flow %r, which no file defines; it starts in %r",
+                        inbound.flow, self.flows.default_name)
+            return self.flows.default
+        return flow
+
+    def _timeout(self, flow: CompiledFlow, state: str) -> timedelta:
+        return flow.timeout_after(state, self.settings.session_timeout)
+
+    def _time_out(
+        self, work: Work, session: SessionRecord, flow: CompiledFlow, *, notify: bool,
+        detail: str | None = None,
+    ) -> None:
+        """Fire the state's timeout: the engine's close, or the flow's own transition,
+        which may keep the session open in another state with its own expiry."""
+        trigger = flow.timeout_trigger(session.state)
+        if trigger == "expire":
+            work.transition(session, flow, trigger, notify=notify, detail=detail)
+            return
+        work.transition(session, flow, trigger, values=session.context, notify=notify,
+                        detail=detail or "the state's own timeout")
+        if session.is_open:
+            session.expires_at = work.now + self._timeout(flow, session.state)
+            session.warned = False
+            work.committed.rescheduled.append(session)
 
     def _respond(
         self, work: Work, session: SessionRecord, flow: CompiledFlow, inbound: Inbound,
         created: bool,
     ) -> None:
-        work.renew(session, self.settings.session_timeout, created=created)
+        work.renew(session, self._timeout(flow, session.state), created=created)
+        self._answer(work, session, flow, inbound, created)
+        if session.is_open and flow.timeouts:
+            # The step may have moved the session: the new state's timeout decides, and
+            # the job follows it even when that comes sooner than the one armed.
+            session.expires_at = work.now + self._timeout(flow, session.state)
+            work.committed.rescheduled.append(session)
+
+    def _answer(
+        self, work: Work, session: SessionRecord, flow: CompiledFlow, inbound: Inbound,
+        created: bool,
+    ) -> None:
         turn = self._turn(work, session, inbound, flow)
         if created:
             self._apply(work, session, flow, flow.instance.start(turn))
@@ -170,7 +216,7 @@ class Conversations:
             work.transition(session, flow, "cancel")
         elif turn.intent == "despedida":
             work.transition(session, flow, "goodbye")
-        elif created and turn.intent in (None, "saludo"):
+        elif created and (turn.intent in (None, "saludo") or work.restarted):
             pass  # the greeting already answers a hello
         elif session.state == flow.credentials_state:
             work.issue = (session, flow)  # resume an issue a crash interrupted
@@ -268,13 +314,24 @@ class Conversations:
         log.error("step failed for session of %s: %s: %s", inbound.phone, type(exc).__name__,
                   exc, exc_info=exc)
         work = Work(tx, now)
-        session, flow, _ = self._session_for(work, inbound)
-        if not tx.record_inbound(session_id=session.id, channel=inbound.channel,
-                                 message_id=inbound.message_id, body=inbound.text, now=now):
+        try:
+            with tx.savepoint():
+                session, _, _ = self._session_for(work, inbound)
+                if not tx.record_inbound(session_id=session.id, channel=inbound.channel,
+                                         message_id=inbound.message_id, body=inbound.text,
+                                         now=now):
+                    return Work(tx, now)
+                work.renew(session, self.settings.session_timeout, created=True)
+                close_anyway(work, session, self.flows, "fail", detail=_describe(exc))
+                work.flush()
+        except StoreError:
+            raise
+        except Exception:
+            # Even the apology failed: this message goes unanswered, but the others of
+            # its group-commit batch must still commit.
+            log.exception("could not close the session of %s after its step failed",
+                          inbound.phone)
             return Work(tx, now)
-        work.renew(session, self.settings.session_timeout, created=True)
-        work.transition(session, flow, "fail", detail=_describe(exc))
-        work.flush()
         return work
 
     def _fail_session(self, session_id: int, exc: Exception) -> list[Outbound]:
@@ -326,11 +383,12 @@ class Conversations:
             return work, session.expires_at
         in_window = now - session.last_inbound_at < WHATSAPP_WINDOW
         detail = None if in_window else "outside the 24-hour window: closed without a notice"
-        work.transition(session, self.flows.get(session.flow), "expire",
-                        notify=in_window, detail=detail)
+        flow = current_flow(work, session, self.flows, notify=in_window)
+        if flow is not None:
+            self._time_out(work, session, flow, notify=in_window, detail=detail)
         work.flush()
         work.committed.fired.append(session.id)
-        return work, None
+        return work, session.expires_at if session.is_open else None
 
     def warn(self, session_id: int, *, fence: Fence | None = None) -> bool:
         """Send the "¿Seguís ahí?" notice once per idle stretch; True if it was sent."""
@@ -343,10 +401,16 @@ class Conversations:
                     or not session.expires_at - warning <= now < session.expires_at
                     or now - session.last_inbound_at >= WHATSAPP_WINDOW):
                 return False
+            flow = self.flows.flows.get(session.flow)
+            if (flow is None or session.state not in flow.open_states()
+                    or session.state in flow.timeouts):
+                # Gone or changed: its timeout closes it. A state's own timeout says its
+                # own thing: "we are about to close" would be untrue there.
+                return False
             work = Work(tx, now)
             work.touch(session)
             session.warned = True
-            work.say(session, self.flows.get(session.flow), "warning")
+            work.say(session, flow, "warning")
             work.committed.warned.append(session)
             work.flush()
         self._publish(work.committed)
@@ -364,8 +428,7 @@ class Conversations:
             session = tx.get_session(session_id)
             if session is None or not session.is_open:
                 return []
-            work.transition(session, self.flows.get(session.flow), trigger, notify=notify,
-                            detail=detail)
+            close_anyway(work, session, self.flows, trigger, notify=notify, detail=detail)
             work.flush()
         self._publish(work.committed)
         return work.committed.outbound

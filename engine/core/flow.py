@@ -7,6 +7,9 @@ and builds one `transitions` Machine per flow class, never one per conversation.
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -15,6 +18,7 @@ from typing import Any, ClassVar, TypeVar
 from transitions import Machine, MachineError
 
 from engine.core.choices import Choice
+from engine.core.errors import FlowDefinitionError
 from engine.core.intents import Intents
 from engine.core.ports import Credentials, TrialRecord
 
@@ -22,12 +26,16 @@ __all__ = [
     "BASE_TEXTS",
     "ENGINE_CLOSE_REASONS",
     "ENGINE_TRIGGERS",
+    "ENGINE_VALUES",
     "CompiledFlow",
     "Decision",
     "Flow",
     "Route",
     "StepFn",
+    "Timeout",
     "Turn",
+    "flow_version",
+    "placeholders",
     "step",
 ]
 
@@ -49,7 +57,15 @@ BASE_TEXTS: dict[str, str] = {
     "media_only": (
         "Por ahora solo leo mensajes de texto. 🙏 ¿Me lo escribís, por favor?"
     ),
+    "flow_changed": (
+        "Actualizamos este servicio y no pudimos retomar tu conversación donde estaba. 🙏 "
+        "Escribinos de nuevo y empezamos otra vez."
+    ),
 }
+
+# Values the engine itself adds to every text's placeholders. None so far: a text gets
+# the session's context and the values its step passed; `flows check` knows both.
+ENGINE_VALUES: frozenset[str] = frozenset()
 
 # Closes the engine performs in any open state: trigger -> (final state, reason, texts).
 ENGINE_TRIGGERS: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -62,9 +78,12 @@ ENGINE_TRIGGERS: dict[str, tuple[str, str, tuple[str, ...]]] = {
 }
 
 # The engine's own close reasons -> the final state each leads to. Any other reason is
-# declared by the flow whose transitions write it (Flow.close_reasons).
+# declared by the flow whose transitions write it (Flow.close_reasons). flow_changed and
+# flow_removed close a session whose state, or whole flow, no file defines any more.
 ENGINE_CLOSE_REASONS: dict[str, str] = {
-    reason: dest for dest, reason, _ in ENGINE_TRIGGERS.values()
+    **{reason: dest for dest, reason, _ in ENGINE_TRIGGERS.values()},
+    "flow_changed": "closed",
+    "flow_removed": "closed",
 }
 
 F = TypeVar("F", bound=Callable[..., "Decision"])
@@ -78,6 +97,19 @@ def step(state: str) -> Callable[[F], F]:
         return fn
 
     return mark
+
+
+@dataclass(frozen=True, slots=True)
+class Timeout:
+    """A state's own inactivity timeout: after `after` without a message, fire `trigger`.
+
+    The trigger's transition need not close: `Timeout(timedelta(minutes=10), "remind")`
+    can send a reminder and move on to another state, which has its own timeout or the
+    default (SESSION_TIMEOUT_MINUTES). "expire" is the engine's timeout close.
+    """
+
+    after: timedelta
+    trigger: str = "expire"
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +206,12 @@ class Flow:
     closing_keywords: ClassVar[Sequence[str]] = ()
     # Entering this state issues credentials through the provider, outside the write lock.
     credentials_state: ClassVar[str | None] = None
+    # A state's own inactivity timeout and the trigger it fires (default: the session's).
+    timeouts: ClassVar[Mapping[str, Timeout]] = {}
+    # States renamed since sessions were started: old name -> new name. An open session
+    # in a state that no longer exists moves there; without an entry it closes
+    # (reason flow_changed).
+    renamed: ClassVar[Mapping[str, str]] = {}
 
     def start(self, turn: Turn) -> Decision:
         """The answer to the first message of a conversation."""
@@ -233,6 +271,9 @@ class CompiledFlow:
         self.credentials_state = cls.credentials_state
         # Every reason a session of this flow can close with -> its final state.
         self.close_reasons: dict[str, str] = {**cls.close_reasons, **ENGINE_CLOSE_REASONS}
+        self.timeouts: dict[str, Timeout] = dict(cls.timeouts)
+        self.renamed: dict[str, str] = dict(cls.renamed)
+        self.version = flow_version(cls)
         self._routes = {(r.trigger, r.source): r for r in routes}
         self.routes = routes
         self.machine = Machine(
@@ -253,10 +294,43 @@ class CompiledFlow:
         return self.steps[turn.state](self.instance, turn)
 
     def render(self, key: str, values: Mapping[str, object]) -> str:
-        return self.texts[key].format_map(values)
+        try:
+            return self.texts[key].format_map(values)
+        except KeyError as exc:
+            raise FlowDefinitionError(
+                self.file, f"text {key!r}", f"placeholder {{{exc.args[0]}}} has no value",
+                "pass it to move()/stay() as a keyword, or store it in turn.context",
+            ) from None
 
     def open_states(self) -> list[str]:
         return [s for s in self.states if s not in self.final]
+
+    def timeout_after(self, state: str, default: timedelta) -> timedelta:
+        timeout = self.timeouts.get(state)
+        return default if timeout is None else timeout.after
+
+    def timeout_trigger(self, state: str) -> str:
+        timeout = self.timeouts.get(state)
+        return "expire" if timeout is None else timeout.trigger
+
+
+def flow_version(cls: type[Flow]) -> str:
+    """A short hash of the flow's definition: its class source, or its data without one."""
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        source = repr((cls.name, cls.states, cls.initial, cls.final, cls.transitions,
+                       sorted(cls.texts.items()), sorted(cls.timeouts.items())))
+    return hashlib.sha256(source.encode()).hexdigest()[:12]
+
+
+def placeholders(text: str) -> list[str]:
+    """The names a text's `{placeholders}` need, in order ("{a.b}" needs "a")."""
+    names = []
+    for _, field_name, _, _ in string.Formatter().parse(text):
+        if field_name:
+            names.append(field_name.split(".")[0].split("[")[0])
+    return names
 
 
 def _choice(item: str | tuple[str, str]) -> Choice:

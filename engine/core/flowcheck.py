@@ -14,7 +14,17 @@ from typing import Any
 
 from engine.core.choices import MAX_CHOICES, MAX_TITLE
 from engine.core.errors import FlowDefinitionError
-from engine.core.flow import BASE_TEXTS, ENGINE_CLOSE_REASONS, ENGINE_TRIGGERS, Flow, Route, StepFn
+from engine.core.flow import (
+    BASE_TEXTS,
+    ENGINE_CLOSE_REASONS,
+    ENGINE_TRIGGERS,
+    Flow,
+    Route,
+    StepFn,
+    placeholders,
+)
+from engine.core.flowextras import check_extras
+from engine.core.flowvalues import provided_values
 
 __all__ = ["check_flow", "routes_of", "steps_of"]
 
@@ -42,6 +52,9 @@ def check_flow(cls: type[Flow], file: str) -> list[FlowDefinitionError]:
     _check_steps(cls, routes, report)
     _check_texts(cls, report)
     _check_choices(cls, report)
+    _check_placeholders(cls, report)
+    for where, problem, fix in check_extras(cls, routes):
+        report.add(where, problem, fix)
     _check_graph(cls, routes, report)
     return report.problems
 
@@ -283,6 +296,27 @@ def _check_choice_items(items: Iterable[object], where: str, report: _Report) ->
         if choice_id in seen:
             report.add(where, f"id {choice_id!r} is offered twice", "give each choice its own id")
         seen.add(choice_id)
+
+
+def _check_placeholders(cls: type[Flow], report: _Report) -> None:
+    provided = provided_values(cls)
+    for key, text in {**BASE_TEXTS, **cls.texts}.items():
+        where = f"texts[{key!r}]"
+        if not isinstance(text, str):
+            report.add(where, f"it is {type(text).__name__}, not a string", "write it as '...'")
+            continue
+        try:
+            needed = placeholders(text)
+        except ValueError as exc:
+            report.add(where, f"its braces do not parse ({exc})",
+                       "write a literal brace as {{ or }}")
+            continue
+        for name in dict.fromkeys(needed):
+            if provided is not None and name not in provided:
+                report.add(where, f"placeholder {{{name}}} has no value: no step passes "
+                           f"{name}= to move()/stay() and none stores turn.context[{name!r}]",
+                           f"pass it, e.g. turn.move('...', {name}=...), store it in "
+                           f"turn.context[{name!r}], or take it out of the text")
 
 
 def _check_graph(cls: type[Flow], routes: list[Route], report: _Report) -> None:

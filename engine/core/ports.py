@@ -82,6 +82,8 @@ class SessionRecord:
     # The choices of the latest text that had them, while the session stays in the
     # state they were offered in: a reply may pick one by its number or its words.
     choices: tuple[Choice, ...] = ()
+    # The version (a hash) of the flow definition the session runs: see Flow.renamed.
+    flow_version: str | None = None
 
     @property
     def is_open(self) -> bool:
@@ -154,7 +156,7 @@ class StoreTx(Protocol):
 
     def create_session(
         self, *, channel: str, phone: str, flow: str, state: str, now: datetime,
-        expires_at: datetime, context: dict[str, Any],
+        expires_at: datetime, context: dict[str, Any], flow_version: str | None = None,
     ) -> SessionRecord: ...
 
     def record_inbound(

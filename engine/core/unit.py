@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from engine.core.choices import Choice
 from engine.core.errors import StoreError
 from engine.core.flow import CompiledFlow, Route
 from engine.core.ports import Outbound, SessionRecord, StoreTx
@@ -26,8 +27,10 @@ class Committed:
     warned: list[SessionRecord] = field(default_factory=list)
     closed: list[SessionRecord] = field(default_factory=list)
     outbound: list[Outbound] = field(default_factory=list)
-    # Sessions closed by their own timeout job, which APScheduler has already removed.
+    # Sessions a timeout acted on; a closed one's job APScheduler has already removed.
     fired: list[int] = field(default_factory=list)
+    # Open sessions whose expiry a state's own timeout set: their job moves with it.
+    rescheduled: list[SessionRecord] = field(default_factory=list)
 
 
 class Work:
@@ -37,6 +40,8 @@ class Work:
         self.tx, self.now, self._secret = tx, now, secret
         self.committed = Committed()
         self.issue: tuple[SessionRecord, CompiledFlow] | None = None
+        # The message's session was closed because its flow changed: it starts afresh.
+        self.restarted = False
         self._read_versions: dict[int, tuple[SessionRecord, int]] = {}
 
     def touch(self, session: SessionRecord) -> None:
@@ -61,20 +66,27 @@ class Work:
         self, session: SessionRecord, flow: CompiledFlow, key: str,
         values: Mapping[str, object] | None = None,
     ) -> None:
-        parts = split_body(flow.render(key, values or {}))
         offered = flow.choices.get(key, ())
         if offered:
             session.choices = offered
+        self.send(session, flow.render(key, values or {}), key=key, choices=offered)
+
+    def send(
+        self, session: SessionRecord, text: str, *, key: str | None = None,
+        choices: tuple[Choice, ...] = (),
+    ) -> None:
+        """Queue a text already rendered, split to WhatsApp's size."""
+        parts = split_body(text)
         for index, body in enumerate(parts):
             secret = self._secret
             redacted = body.replace(secret, _HIDDEN) if secret and secret in body else None
             # A long text's choices go with its last part, where the question is.
-            choices = offered if index == len(parts) - 1 else ()
+            offered = choices if index == len(parts) - 1 else ()
             message_id = self.tx.enqueue(session_id=session.id, channel=session.channel,
                                          body=body, now=self.now, redacted=redacted, key=key,
-                                         choices=choices)
+                                         choices=offered)
             self.committed.outbound.append(Outbound(
-                message_id, session.id, session.channel, session.phone, body, choices, key))
+                message_id, session.id, session.channel, session.phone, body, offered, key))
 
     def said_to(self, session: SessionRecord) -> str:
         return "\n".join(o.body for o in self.committed.outbound if o.session_id == session.id)
@@ -98,6 +110,24 @@ class Work:
             session.closed_at, session.close_reason = self.now, route.reason
             self.committed.closed.append(session)
         return route
+
+    def close_directly(
+        self, session: SessionRecord, *, reason: str, trigger: str, text: str | None,
+        detail: str | None = None,
+    ) -> None:
+        """Close without the flow's Machine: its state, or the whole flow, is gone.
+
+        Every flow has a "closed" final state, so the row ends up where a regular close
+        would have left it."""
+        self.touch(session)
+        self.tx.add_event(session_id=session.id, from_state=session.state, to_state="closed",
+                          trigger=trigger, detail=detail, at=self.now)
+        session.state = "closed"
+        session.closed_at = self.now
+        session.close_reason = reason
+        if text is not None:
+            self.send(session, text)
+        self.committed.closed.append(session)
 
     def flush(self) -> None:
         """Write back every session touched; a changed version means a lost race."""

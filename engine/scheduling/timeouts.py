@@ -198,6 +198,10 @@ class Timeouts:
             for session in committed.renewed:
                 if session.is_open:
                     self.arm(session.id, session.expires_at)
+        # A state's own timeout may come sooner than the job armed: move the job with it.
+        for session in committed.rescheduled:
+            if session.is_open and session.id not in committed.fired:
+                self.arm(session.id, session.expires_at)
         for session in committed.closed:
             if session.id not in committed.fired:
                 self.disarm(session.id)

@@ -24,6 +24,7 @@ from typing import Any
 
 from engine.channels.twilio import TwilioSender
 from engine.core.clock import Clock
+from engine.core.pinning import stale_sessions
 from engine.core.ports import CredentialProvider
 from engine.monitoring.metrics import Metrics, lifecycle_logger, stats_block
 from engine.outbox.dispatcher import Dispatcher, Sender
@@ -117,6 +118,8 @@ class Worker:
     def start(self) -> None:
         """Start every loop; take the scheduler lease if it is free (sweeping once before
         serving, as the holder does at every takeover)."""
+        for line in stale_sessions(self.wiring.flows, queries.open_by_flow(self.store)):
+            log.warning(line)
         self.writer.start()
         self.timeouts.start(run_jobs=False)
         if self.lease.renew():

@@ -258,8 +258,9 @@ class Writer:
                 works.append(result[0])
         if works and self.forget_jobs is not None:
             # Otherwise each job still fires, finds its session closed, and is removed in
-            # a transaction of its own: two more per timeout, for nothing.
-            self.forget_jobs(tx, [i for w in works for i in w.committed.fired])
+            # a transaction of its own: two more per timeout, for nothing. Only the closed
+            # ones: a state's own timeout may move a session on, and its job then re-arms.
+            self.forget_jobs(tx, [s.id for w in works for s in w.committed.closed])
         return works
 
     def _scan_deferred(self, tx: DeferredTx, limit: int) -> list[Work]:
@@ -285,7 +286,7 @@ class Writer:
                 works.append(work)
         tx.flush()
         if works and self.forget_jobs is not None:
-            self.forget_jobs(tx, [i for w in works for i in w.committed.fired])
+            self.forget_jobs(tx, [s.id for w in works for s in w.committed.closed])
         return works
 
     @staticmethod

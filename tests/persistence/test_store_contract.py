@@ -138,6 +138,24 @@ def test_save_session_writes_the_row_and_bumps_the_version(store: Store) -> None
     assert found.expires_at == later + timedelta(minutes=3)
 
 
+def test_the_flow_version_is_stored_at_creation_and_when_saved(backend: Backend) -> None:
+    store = backend.store
+    with store.transaction() as tx:
+        session = tx.create_session(
+            channel="whatsapp", phone=PHONE, flow="trial", state="greeting", now=NOW,
+            expires_at=NOW + timedelta(minutes=3), context={}, flow_version="v1hash",
+        )
+    with store.transaction() as tx:
+        found = tx.open_session("whatsapp", PHONE)
+        assert found is not None and found.flow_version == "v1hash"
+        found.flow_version = "v2hash"
+        found.misses = 2
+        assert tx.save_session(found, read_version=found.version) is True
+    with store.transaction() as tx:
+        again = tx.get_session(session.id)
+    assert again is not None and (again.flow_version, again.misses) == ("v2hash", 2)
+
+
 def test_save_session_with_a_stale_read_version_returns_false_and_writes_nothing(
     store: Store,
 ) -> None:

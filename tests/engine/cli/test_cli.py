@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 
-from engine.flowfiles import load_flows
 from tests.support.paths import BROKEN_FLOWS as BROKEN
 from tests.support.paths import FLOWS
 
@@ -162,8 +161,8 @@ def test_chat_with_an_unknown_default_flow_fails_on_one_line(tmp_path: Path) -> 
     result = tertulia(tmp_path, "chat", stdin="hola\n", DEFAULT_FLOW="nope")
 
     line = assert_one_line_error(result)
-    known = ", ".join(sorted(load_flows(FLOWS, "trial").flows))
-    assert "'nope'" in line and f"Known flows: {known}." in line
+    assert "'nope'" in line and "Known flows: " in line
+    assert "trial" in line.split("Known flows: ")[1].rstrip(".").split(", ")
 
 
 # -- flows ---------------------------------------------------------------------------------

@@ -123,7 +123,7 @@ def test_metrics_count_a_declared_reason_and_show_the_known_ones_at_zero(
 
     assert 'tertulia_session_closes_total{reason="booked"} 1.0' in scraped
     for reason in ("rescheduled", "goodbye", "cancelled", "timeout", "error", "admin",
-                   "keyword"):
+                   "keyword", "flow_changed", "flow_removed"):
         assert f'tertulia_session_closes_total{{reason="{reason}"}} 0.0' in scraped
     # Nothing of another flow leaks in: the trial flow is not loaded here.
     assert "credentials_delivered" not in scraped
@@ -149,6 +149,7 @@ def test_tertulia_stats_counts_the_reasons_in_the_rows_and_the_declared_ones(
     closes = lines[lines.index("🔚 Sesiones cerradas por motivo:") + 1:]
     assert closes == [
         "   - admin: 0", "   - booked: 1", "   - cancelled: 0", "   - error: 0",
+        "   - flow_changed: 0", "   - flow_removed: 0",
         "   - goodbye: 1", "   - keyword: 0", "   - rescheduled: 0", "   - timeout: 0",
     ]
 

@@ -7,13 +7,18 @@ has three). `tertulia flows check` (check_files) reports every problem; loading 
 
 from __future__ import annotations
 
+import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from engine.core.errors import FlowDefinitionError, FlowNotFound
+from engine.core.flow import BASE_TEXTS
+from engine.core.ports import Inbound
 from engine.flowfiles import check_files, flow_files, load_flows
+from engine.wiring import Wiring
 from tests.support.paths import FLOWS
 
 BROKEN = Path(__file__).resolve().parent / "broken_flows"
@@ -46,6 +51,14 @@ MISTAKES: dict[str, tuple[str, ...]] = {
     "raises_at_import.py": ("importing it raised ImportError", "'Flw'",
                             "fix the error at the top level of the file"),
     "no_flow_subclass.py": ("defines no Flow subclass", "class MyFlow(Flow)"),
+    "unprovided_placeholder.py": ("texts['done']", "placeholder {hour} has no value",
+                                  "hour=", "turn.context['hour']"),
+    "unknown_vocabulary_intent.py": ("vocabulary['afirmacon']", "not an intent",
+                                     "'afirmacion'"),
+    "timeout_bad_trigger.py": ("timeouts['greeting']", "trigger 'remnd'",
+                               "does not leave state 'greeting'", "'accept', 'expire'"),
+    "renamed_to_unknown.py": ("renamed['welcome']", "'greting'", "not an open state",
+                              "['greeting']"),
 }
 
 
@@ -106,6 +119,10 @@ FIXES: dict[str, tuple[str, str]] = {
     "raises_at_import.py": ("Flw", "Flow"),
     "no_timeout_final.py": ('"cancelled"]', '"cancelled", "timeout"]'),
     "no_cancelled_final.py": ('"timeout"]', '"timeout", "cancelled"]'),
+    "unprovided_placeholder.py": ('people=2', 'hour="21:00"'),
+    "unknown_vocabulary_intent.py": ('"afirmacon"', '"afirmacion"'),
+    "timeout_bad_trigger.py": ('"remnd"', '"accept"'),
+    "renamed_to_unknown.py": ('"greting"', '"greeting"'),
 }
 
 
@@ -164,9 +181,10 @@ def test_default_flow_that_no_file_defines_lists_the_known_flows() -> None:
     with pytest.raises(FlowNotFound) as raised:
         load_flows(FLOWS, "nope")
 
-    known = ", ".join(sorted(load_flows(FLOWS, "trial").flows))
-    assert "booking" in known and "trial" in known
+    # Whatever else flows/ holds, the message lists every flow it defines.
+    known = ", ".join(sorted(flow.name for flow in load_flows(FLOWS, "trial")))
     assert str(raised.value) == f"flow 'nope' is not defined. Known flows: {known}."
+    assert "trial" in known
 
 
 def test_two_files_defining_the_same_flow_name_names_both(tmp_path: Path) -> None:
@@ -210,3 +228,38 @@ def test_files_starting_with_underscore_are_skipped(tmp_path: Path) -> None:
 
     assert flow_files(tmp_path) == [tmp_path / "trial.py"]
     assert [flow.name for flow in load_flows(tmp_path, "trial")] == ["trial"]
+
+
+def test_a_value_missing_at_run_time_names_the_file_the_text_and_the_placeholder(
+    tmp_path: Path,
+) -> None:
+    # The checker cannot see values passed as **kwargs, so such a flow loads.
+    copy = _copy_alone("unprovided_placeholder.py", tmp_path)
+    source = copy.read_text(encoding="utf-8")
+    copy.write_text(source.replace("people=2", "**{'people': 2}"), encoding="utf-8")
+    flow = load_flows(copy.parent, "unprovided_placeholder").default
+
+    with pytest.raises(FlowDefinitionError) as raised:
+        flow.render("done", {"people": 2})
+
+    assert str(raised.value) == (
+        f"{copy}: text 'done': placeholder {{hour}} has no value. Fix: pass it to "
+        "move()/stay() as a keyword, or store it in turn.context")
+
+
+def test_a_conversation_that_hits_a_missing_value_apologises_and_logs_where(
+    tmp_path: Path, make_wiring: Callable[..., Wiring], caplog: pytest.LogCaptureFixture,
+) -> None:
+    copy = _copy_alone("unprovided_placeholder.py", tmp_path)
+    source = copy.read_text(encoding="utf-8")
+    copy.write_text(source.replace("people=2", "**{'people': 2}"), encoding="utf-8")
+    wiring = make_wiring(FLOWS_DIR=str(copy.parent), DEFAULT_FLOW="unprovided_placeholder")
+    say = wiring.conversations.handle
+
+    say(Inbound(channel="whatsapp", phone="+5491100000001", text="hola", message_id="SM1"))
+    with caplog.at_level(logging.ERROR, logger="tertulia.conversations"):
+        replies = say(Inbound(channel="whatsapp", phone="+5491100000001", text="sí",
+                              message_id="SM2"))
+
+    assert [o.body for o in replies] == [BASE_TEXTS["apology"]]
+    assert f"{copy}: text 'done': placeholder {{hour}} has no value" in caplog.text
