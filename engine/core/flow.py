@@ -48,6 +48,10 @@ BASE_TEXTS: dict[str, str] = {
     "media_only": (
         "Por ahora solo leo mensajes de texto. 🙏 ¿Me lo escribís, por favor?"
     ),
+    "slow_down": (
+        "Estás escribiendo muy rápido. 🙏 Esperá un minuto y seguimos: hasta entonces no "
+        "vamos a responder."
+    ),
 }
 
 # Closes the engine performs in any open state: trigger -> (final state, reason, texts).

@@ -3,6 +3,7 @@ what changed, so the engine can tell adapters after the commit."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -10,11 +11,22 @@ from datetime import datetime, timedelta
 from engine.core.errors import StoreError
 from engine.core.flow import CompiledFlow, Route
 from engine.core.ports import Outbound, SessionRecord, StoreTx
-from engine.core.text import split_body
+from engine.core.text import MAX_BODY, MAX_PARTS, split_body
 
-__all__ = ["Committed", "Work"]
+__all__ = ["Committed", "OutputLimits", "Work"]
 
+log = logging.getLogger("tertulia.conversations")
 _HIDDEN = "••••••••"
+
+
+@dataclass(frozen=True, slots=True)
+class OutputLimits:
+    """Caps on what one transaction sends a session, so no input is billed many times."""
+
+    # Messages queued for one session in one transaction (MAX_OUTBOUND_PER_TURN).
+    per_turn: int = 8
+    # Parts one long text is split into (MAX_BODY_PARTS).
+    parts: int = MAX_PARTS
 
 
 @dataclass
@@ -33,8 +45,13 @@ class Committed:
 class Work:
     """Writes of one transaction, applied through the store as they happen."""
 
-    def __init__(self, tx: StoreTx, now: datetime, *, secret: str | None = None) -> None:
+    def __init__(
+        self, tx: StoreTx, now: datetime, *, secret: str | None = None,
+        limits: OutputLimits | None = None,
+    ) -> None:
         self.tx, self.now, self._secret = tx, now, secret
+        self._limits = limits or OutputLimits()
+        self._queued: dict[int, int] = {}
         self.committed = Committed()
         self.issue: tuple[SessionRecord, CompiledFlow] | None = None
         self._read_versions: dict[int, tuple[SessionRecord, int]] = {}
@@ -61,7 +78,13 @@ class Work:
         self, session: SessionRecord, flow: CompiledFlow, key: str,
         values: Mapping[str, object] | None = None,
     ) -> None:
-        for body in split_body(flow.render(key, values or {})):
+        for body in split_body(flow.render(key, values or {}), MAX_BODY, self._limits.parts):
+            queued = self._queued.get(session.id, 0)
+            if queued >= self._limits.per_turn:
+                log.warning("session %s: text %r not sent: MAX_OUTBOUND_PER_TURN (%d) "
+                            "reached in this turn", session.id, key, self._limits.per_turn)
+                return
+            self._queued[session.id] = queued + 1
             secret = self._secret
             redacted = body.replace(secret, _HIDDEN) if secret and secret in body else None
             message_id = self.tx.enqueue(session_id=session.id, channel=session.channel,
