@@ -30,7 +30,6 @@ from engine.core.ports import (
     TrialRecord,
 )
 from engine.core.registry import FlowRegistry
-from engine.core.text import truncate
 from engine.core.unit import Committed, OutputLimits, Work
 
 __all__ = ["WHATSAPP_WINDOW", "ConversationSettings", "Conversations", "Listener"]
@@ -215,8 +214,8 @@ class Conversations:
         detector = self._detector or flow.intents
         # What the user wrote, capped: a flow stores and echoes it (MAX_INPUT_CHARS).
         cap = self.settings.max_input_chars
-        text = truncate(inbound.text, cap)
-        name = truncate(inbound.profile_name, cap) if inbound.profile_name else None
+        text = inbound.text[:cap]
+        name = inbound.profile_name[:cap] if inbound.profile_name else None
         return Turn(
             text=text, intent=detector.detect(text, expects=expects),
             state=session.state,
@@ -244,14 +243,14 @@ class Conversations:
 
     def _capped(self, values: Mapping[str, object]) -> dict[str, object]:
         cap = self.settings.max_input_chars
-        return {k: truncate(v, cap) if isinstance(v, str) else v for k, v in values.items()}
+        return {k: v[:cap] if isinstance(v, str) else v for k, v in values.items()}
 
     def _cap_context(self, session: SessionRecord) -> None:
         """Whatever a step stored, no string in the context outgrows MAX_INPUT_CHARS."""
         cap = self.settings.max_input_chars
         for key, value in session.context.items():
             if isinstance(value, str) and len(value) > cap:
-                session.context[key] = truncate(value, cap)
+                session.context[key] = value[:cap]
 
     def _miss(self, work: Work, session: SessionRecord, flow: CompiledFlow) -> None:
         session.misses += 1
