@@ -13,7 +13,7 @@ from engine.core.text import MAX_BODY, split_body
 from engine.core.unit import OutputLimits
 from engine.credentials.local import LocalCredentialProvider
 from engine.flowfiles import load_flows
-from tests.support.chat import PHONE, Chat
+from tests.support.chat import Chat
 from tests.support.paths import FLOWS
 from tests.support.stores import Backend
 from tests.support.trial import text_of
@@ -65,7 +65,7 @@ def test_a_huge_name_is_stored_and_echoed_capped(backend: Backend, clock: FakeCl
     assert reply.startswith("Gracias, A") and len(reply) < 300
     [session] = backend.rows("sessions")
     assert len(session["context"]["name"]) == 100
-    greeting = [m["body"] for m in backend.rows("messages") if m["direction"] == "out"][0]
+    greeting = next(m["body"] for m in backend.rows("messages") if m["direction"] == "out")
     # The value the flow hands to its text is capped too.
     assert greeting == text_of("greeting", saludo_nombre=(", " + "P" * 100)[:100])
 
