@@ -8,6 +8,7 @@ about a second. Phones are masked (in transcripts too) unless ops ask for them w
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -37,7 +38,7 @@ _SHOW_PHONES = click.option(
     help="Print full phone numbers (masked by default; mind where the output goes).")
 
 
-def _masker(show_phones: bool) -> Any:
+def _masker(show_phones: bool) -> Callable[[str], str]:
     return (lambda text: text) if show_phones else mask_phone
 
 

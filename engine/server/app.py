@@ -188,6 +188,14 @@ def _refuse(request: Request, status: int, reason: str) -> Response:
     return PlainTextResponse(reason, status_code=status)
 
 
+async def _disconnected(request: Request, _exc: Exception) -> Response:
+    """A client gone mid-body on any route (the console's too): one line, no traceback."""
+    client = request.client.host if request.client else "?"
+    log.warning("%s %s from %s: client disconnected before the body ended",
+                request.method, request.url.path[:100], client)
+    return PlainTextResponse("client disconnected", status_code=400)
+
+
 class ForwardedTrust:
     """X-Forwarded-* count only from FORWARDED_ALLOW_IPS, the way uvicorn treats them.
 
@@ -253,6 +261,7 @@ def create_app(worker: Worker, *, manage_worker: bool = True) -> Starlette:
             Route("/metrics", metrics, methods=["GET"]),
         ],
         middleware=[Middleware(ForwardedTrust, allow=worker.settings.forwarded_allow_ips)],
+        exception_handlers={ClientDisconnect: _disconnected},
         lifespan=lifespan,
     )
     console.mount(app, worker)  # /console, the web console (engine/console/)
