@@ -6,6 +6,7 @@ was expected, so a bad setting stops start-up with one readable line.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -142,6 +143,18 @@ class Settings:
     # "flow.text" -> the Content API template (HX...) that sends that text's choices as
     # WhatsApp buttons or a list; other texts with choices go as numbered lines.
     twilio_content_sids: Mapping[str, str] = field(default_factory=dict)
+    # Fail closed: webhooks are refused unless their signature checks out. Off only with
+    # TWILIO_SIGNATURE_CHECK=off, for local use without credentials (refused with them).
+    twilio_signature_check: bool = True
+    # The peers whose X-Forwarded-* headers count (uvicorn's FORWARDED_ALLOW_IPS).
+    forwarded_allow_ips: str = "127.0.0.1,::1"
+    # Abuse limits (README, "Limits"): kept in the database, so they hold across workers.
+    max_form_bytes: int = 16 * 1024
+    rate_limit_messages: int = 30
+    rate_limit_window_seconds: float = 60.0
+    max_input_chars: int = 1000
+    max_outbound_per_turn: int = 8
+    max_body_parts: int = 3
 
     @property
     def dry_run(self) -> bool:
@@ -190,10 +203,19 @@ class Settings:
             admin_token=get("ADMIN_TOKEN", _admin_token),
             console_local=get("CONSOLE_LOCAL", _flag) or False,
             twilio_content_sids=get("TWILIO_CONTENT_SIDS", _content_sids) or {},
+            twilio_signature_check=_default(get("TWILIO_SIGNATURE_CHECK", _on_off), True),
+            forwarded_allow_ips=get("FORWARDED_ALLOW_IPS", _allow_ips) or cls.forwarded_allow_ips,
+            max_form_bytes=get("MAX_FORM_BYTES", _form_bytes) or cls.max_form_bytes,
+            rate_limit_messages=get("RATE_LIMIT_MESSAGES", _positive_int) or 30,
+            rate_limit_window_seconds=get("RATE_LIMIT_WINDOW_SECONDS", _number) or 60.0,
+            max_input_chars=get("MAX_INPUT_CHARS", _positive_int) or cls.max_input_chars,
+            max_outbound_per_turn=get("MAX_OUTBOUND_PER_TURN", _positive_int) or 8,
+            max_body_parts=get("MAX_BODY_PARTS", _positive_int) or 3,
         )._checked()
 
     def _checked(self) -> Settings:
         """Checks that join two settings."""
+        self._twilio_checked()
         if self.outbox_claim_seconds <= self.twilio_http_timeout_seconds:
             raise ConfigError(
                 "OUTBOX_CLAIM_SECONDS", self.outbox_claim_seconds,
@@ -201,6 +223,28 @@ class Settings:
                 "or a slow send would be taken over and sent twice",
             )
         return self
+
+
+    def _twilio_checked(self) -> None:
+        """Fail closed: all three credentials or none (dry run), and the signature check
+        is never off in front of real credentials."""
+        given = {
+            "TWILIO_ACCOUNT_SID": self.twilio_account_sid,
+            "TWILIO_AUTH_TOKEN": self.twilio_auth_token,
+            "TWILIO_WHATSAPP_FROM": self.twilio_whatsapp_from,
+        }
+        missing = [key for key, value in given.items() if value is None]
+        if 0 < len(missing) < len(given):
+            raise ConfigError(
+                " and ".join(missing), "",
+                "a value: " + ", ".join(k for k in given if k not in missing) + " set "
+                "without it would run half-configured (set all three, or none for a dry run)",
+            )
+        if not missing and not self.twilio_signature_check:
+            raise ConfigError(
+                "TWILIO_SIGNATURE_CHECK", "off",
+                "on while Twilio credentials are set: 'off' is for local use without them",
+            )
 
 
 def _default(value: T | None, default: T) -> T:
@@ -255,9 +299,39 @@ def _content_sids(key: str, raw: str) -> dict[str, str]:
 
 
 def _account_sid(key: str, raw: str) -> str:
-    if not raw.startswith("AC") or len(raw) != 34:
-        raise ConfigError(key, raw, "a Twilio Account SID: 'AC' followed by 32 characters")
+    if ACCOUNT_SID.fullmatch(raw) is None:
+        raise ConfigError(key, raw, "a Twilio Account SID: 'AC' followed by 32 hex digits")
     return raw
+
+
+# Twilio's SID formats: two letters, then 32 lowercase hex digits.
+ACCOUNT_SID = re.compile(r"AC[0-9a-f]{32}")
+
+
+def _on_off(key: str, raw: str) -> bool:
+    value = raw.lower()
+    if value not in ("on", "off", "1", "0", "true", "false", "yes", "no"):
+        raise ConfigError(key, raw, "on or off (off only for local use without credentials)")
+    return value in ("on", "1", "true", "yes")
+
+
+def _allow_ips(key: str, raw: str) -> str:
+    for item in (part.strip() for part in raw.split(",")):
+        if item == "*":
+            continue
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ConfigError(key, raw, "'*' or comma-separated IP addresses or networks "
+                              "such as 127.0.0.1,10.0.0.0/8") from None
+    return raw
+
+
+def _form_bytes(key: str, raw: str) -> int:
+    value = _positive_int(key, raw)
+    if value < 4096:
+        raise ConfigError(key, raw, "at least 4096: a real Twilio webhook takes a few KB")
+    return value
 
 
 class _Reader:

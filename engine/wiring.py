@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from sqlalchemy import Engine as DbEngine
 
@@ -12,6 +13,7 @@ from engine.core.conversations import Conversations, ConversationSettings
 from engine.core.errors import ConfigError, FlowDefinitionError
 from engine.core.ports import CredentialProvider
 from engine.core.registry import FlowRegistry
+from engine.core.unit import OutputLimits
 from engine.credentials.local import load_provider
 from engine.flowfiles import load_flows, load_flows_leniently
 from engine.nlu.loader import load_detector
@@ -72,6 +74,11 @@ def wire(
         settings=ConversationSettings(
             session_timeout=settings.session_timeout, session_warning=settings.session_warning,
             trial_cooldown=settings.trial_cooldown,
+            rate_limit=settings.rate_limit_messages,
+            rate_window=timedelta(seconds=settings.rate_limit_window_seconds),
+            max_input_chars=settings.max_input_chars,
+            output=OutputLimits(per_turn=settings.max_outbound_per_turn,
+                                parts=settings.max_body_parts),
         ),
         detector=load_detector(settings.intent_detector),
     )

@@ -24,7 +24,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from engine.core.choices import Choice
@@ -91,11 +91,14 @@ class _Tables:
     open_sessions: dict[tuple[str, str], int] = field(default_factory=dict)
     message_ids: set[str] = field(default_factory=set)
     trial_sessions: set[int] = field(default_factory=set)
+    # inbound_rates: (channel, phone) -> (window start, messages in the window).
+    rates: dict[tuple[str, str], tuple[datetime, int]] = field(default_factory=dict)
 
     def copy(self) -> _Tables:
         return _Tables(
             dict(self.sessions), dict(self.messages), dict(self.events), dict(self.trials),
             dict(self.open_sessions), set(self.message_ids), set(self.trial_sessions),
+            dict(self.rates),
         )
 
 
@@ -241,6 +244,15 @@ class MemoryTx:
         if message_id is not None:
             self.tables.message_ids.add(message_id)
         return True
+
+    def count_inbound(
+        self, *, channel: str, phone: str, now: datetime, window: timedelta
+    ) -> int:
+        start, count = self.tables.rates.get((channel, phone), (now, 0))
+        if start <= now - window:
+            start, count = now, 0
+        self.tables.rates[(channel, phone)] = (start, count + 1)
+        return count + 1
 
     def enqueue(
         self, *, session_id: int, channel: str, body: str, now: datetime,

@@ -25,8 +25,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
-    "Base", "Lease", "Message", "SendSlot", "Session", "SessionEvent", "Trial", "UTCDateTime",
-    "leases", "messages", "send_slots", "session_events", "sessions", "trials",
+    "Base", "InboundRate", "Lease", "Message", "SendSlot", "Session", "SessionEvent", "Trial",
+    "UTCDateTime", "inbound_rates", "leases", "messages", "send_slots", "session_events",
+    "sessions", "trials",
 ]
 
 
@@ -179,6 +180,18 @@ class SendSlot(Base):
     next_slot: Mapped[float] = mapped_column(Float)
 
 
+class InboundRate(Base):
+    """Messages one phone sent in its current rate window (RATE_LIMIT_MESSAGES per
+    RATE_LIMIT_WINDOW_SECONDS), shared by every worker."""
+
+    __tablename__ = "inbound_rates"
+
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    phone: Mapped[str] = mapped_column(String(32), primary_key=True)
+    window_start: Mapped[datetime]
+    received: Mapped[int] = mapped_column(Integer)
+
+
 def _table(model: type[Base]) -> Table:
     table = model.__table__
     assert isinstance(table, Table)
@@ -192,3 +205,4 @@ session_events = _table(SessionEvent)
 trials = _table(Trial)
 leases = _table(Lease)
 send_slots = _table(SendSlot)
+inbound_rates = _table(InboundRate)

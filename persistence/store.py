@@ -11,7 +11,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine, Row
@@ -311,6 +311,23 @@ class SqlTx:
             now=self._driver.time_out(now),
         )
         return bool(cursor.rowcount)
+
+    def count_inbound(
+        self, *, channel: str, phone: str, now: datetime, window: timedelta
+    ) -> int:
+        # One statement in the message's own transaction, under its conversation lock:
+        # no round-trip of its own. SET reads the row as it was, so both CASEs agree.
+        d = self._driver
+        row = self._run(
+            "INSERT INTO inbound_rates (channel, phone, window_start, received) "
+            "VALUES (:channel, :phone, :now, 1) ON CONFLICT (channel, phone) DO UPDATE SET "
+            "received = CASE WHEN inbound_rates.window_start <= :cutoff THEN 1 "
+            "ELSE inbound_rates.received + 1 END, "
+            "window_start = CASE WHEN inbound_rates.window_start <= :cutoff THEN :now "
+            "ELSE inbound_rates.window_start END RETURNING received",
+            channel=channel, phone=phone, now=d.time_out(now), cutoff=d.time_out(now - window),
+        ).fetchone()
+        return int(row[0])
 
     def save_session(self, record: SessionRecord, *, read_version: int) -> bool:
         cursor = self._run(SAVE_SESSION, **save_params(self._driver, record, read_version))

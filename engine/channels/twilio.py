@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import functools
 import hmac
+import ipaddress
 import json
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +36,9 @@ __all__ = [
     "Form",
     "SendFailure",
     "SendResult",
+    "TrustedProxies",
     "TwilioSender",
+    "check_account",
     "content_variables",
     "parse_form",
     "parse_inbound",
@@ -44,7 +48,16 @@ __all__ = [
 ]
 
 CHANNEL = "whatsapp"
-
+# Twilio's formats: a message is SM (or MM, with media) and 32 lowercase hex digits, an
+# account AC and 32. A replayed webhook with a made-up MessageSid does not pass.
+MESSAGE_SID = re.compile(r"(SM|MM)[0-9a-f]{32}")
+ACCOUNT_SID = re.compile(r"AC[0-9a-f]{32}")
+# More than any real webhook carries (ten media are about fifty fields).
+MAX_FIELDS = 256
+# A host name or bracketed IPv6 address, and an optional port: what a URL can carry.
+_HOST = re.compile(
+    r"(?:[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?"
+)
 
 
 class Form:
@@ -79,7 +92,7 @@ def parse_form(body: bytes) -> Form:
     try:
         text = body.decode("utf-8")
         return Form(parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text),
-                              errors="strict"))
+                              errors="strict", max_num_fields=MAX_FIELDS))
     except (UnicodeDecodeError, ValueError) as exc:
         raise WebhookError("body", "it is not form-encoded UTF-8", str(exc)[:80]) from None
 
@@ -89,8 +102,10 @@ def parse_inbound(form: Form) -> Inbound:
     sender, sid = form.get("From"), form.get("MessageSid")
     if not sender:
         raise WebhookError("From", "the field is missing", "")
-    if not sid:
-        raise WebhookError("MessageSid", "the field is missing", "")
+    _check_sid(sid)
+    if not sender.startswith("whatsapp:"):
+        # This endpoint is WhatsApp's: an SMS or made-up sender is not one of our users.
+        raise WebhookError("From", "it is not a WhatsApp address (whatsapp:+...)", sender[:40])
     phone = sender.removeprefix("whatsapp:")
     if not is_e164(phone):
         raise WebhookError("From", "it is not a WhatsApp number", sender[:40])
@@ -101,6 +116,25 @@ def parse_inbound(form: Form) -> Inbound:
     return Inbound(channel=CHANNEL, phone=phone, text=text, message_id=sid,
                    profile_name=form.get("ProfileName") or None, kind=_kind(form, text),
                    choice=choice)
+
+
+def _check_sid(sid: str) -> None:
+    if not sid:
+        raise WebhookError("MessageSid", "the field is missing", "")
+    if MESSAGE_SID.fullmatch(sid) is None:
+        raise WebhookError("MessageSid", "it is not a Twilio message SID (SM or MM and 32 "
+                           "hex digits)", sid[:40])
+
+
+def check_account(form: Form, account_sid: str | None) -> None:
+    """AccountSid in Twilio's format and, when one is configured, that account."""
+    given = form.get("AccountSid")
+    if ACCOUNT_SID.fullmatch(given) is None:
+        raise WebhookError("AccountSid", "it is not a Twilio account SID (AC and 32 hex "
+                           "digits)", given[:40])
+    if account_sid is not None and not hmac.compare_digest(given, account_sid):
+        raise WebhookError("AccountSid", "it is not the account of TWILIO_ACCOUNT_SID",
+                           given[:40])
 
 
 def _kind(form: Form, text: str) -> str:
@@ -127,23 +161,65 @@ class StatusUpdate:
 def parse_status(form: Form) -> StatusUpdate:
     """A delivery status callback: MessageSid, MessageStatus and maybe ErrorCode."""
     sid, status = form.get("MessageSid"), form.get("MessageStatus")
-    if not sid or not status:
-        missing = "MessageSid" if not sid else "MessageStatus"
-        raise WebhookError(missing, "the field is missing", "")
+    _check_sid(sid)
+    if not status:
+        raise WebhookError("MessageStatus", "the field is missing", "")
     code = form.get("ErrorCode")
     return StatusUpdate(sid, status.lower(), int(code) if digits(code, max_len=9) else None)
 
 
+class TrustedProxies:
+    """FORWARDED_ALLOW_IPS: '*', or addresses and networks, as uvicorn reads it."""
+
+    def __init__(self, allow: str) -> None:
+        items = [item.strip() for item in allow.split(",") if item.strip()]
+        self.everyone = "*" in items
+        self._networks = [ipaddress.ip_network(item, strict=False)
+                          for item in items if item != "*"]
+
+    def __contains__(self, host: object) -> bool:
+        if self.everyone:
+            return True
+        try:
+            address = ipaddress.ip_address(str(host))
+        except ValueError:
+            return False  # a unix socket or a test client's name: not a proxy we know
+        return any(address in network for network in self._networks)
+
+
 def signed_url(
-    url: str, path_qs: str, headers: Mapping[str, str], public_base_url: str | None
+    scheme: str, path_qs: str, headers: Mapping[str, str], public_base_url: str | None,
+    *, forwarded: bool,
 ) -> str:
-    """The URL Twilio signed: PUBLIC_BASE_URL, else X-Forwarded-*, else what we received."""
+    """The URL Twilio signed: PUBLIC_BASE_URL, else the Host (or, from a trusted proxy,
+    X-Forwarded-Host and -Port) this request names. `scheme` is the request's, which a
+    trusted proxy's X-Forwarded-Proto already set. WebhookError on a malformed header."""
     if public_base_url:
         return public_base_url + path_qs
-    proto, host = headers.get("x-forwarded-proto"), headers.get("x-forwarded-host")
-    if proto and host:
-        return f"{proto.split(',')[0].strip()}://{host.split(',')[0].strip()}{path_qs}"
-    return url
+    host = headers.get("host", "")
+    name = "Host"
+    if forwarded and headers.get("x-forwarded-host"):
+        host = headers["x-forwarded-host"].split(",")[0].strip()
+        name = "X-Forwarded-Host"
+    host = _checked_host(name, host)
+    port = headers.get("x-forwarded-port", "").split(",")[0].strip() if forwarded else ""
+    if port:
+        if not digits(port, max_len=5) or not 0 < int(port) < 65536:
+            raise WebhookError("X-Forwarded-Port", "it is not a port number", port[:40])
+        host = f"{_strip_port(host)}:{port}"
+    return f"{scheme}://{host}{path_qs}"
+
+
+def _checked_host(name: str, host: str) -> str:
+    match = _HOST.fullmatch(host)
+    if match is None or (match.group(1) is not None and not 0 < int(match.group(1)) < 65536):
+        raise WebhookError(name, "it is not a host with an optional port", host[:60])
+    return host
+
+
+def _strip_port(host: str) -> str:
+    head, colon, tail = host.rpartition(":")
+    return head if colon and not tail.endswith("]") and "]" not in tail else host
 
 
 def valid_signature(auth_token: str, url: str, form: Form, signature: str) -> bool:
@@ -151,6 +227,9 @@ def valid_signature(auth_token: str, url: str, form: Form, signature: str) -> bo
     first; only a miss pays for the validator's with- and without-port variants."""
     if not signature:
         return False
+    if not signature.isascii():
+        # compare_digest takes ASCII str only; a real signature is base64.
+        raise WebhookError("X-Twilio-Signature", "it is not base64", "")
     validator = _validator(auth_token)
     if hmac.compare_digest(validator.compute_signature(url, form), signature):
         return True

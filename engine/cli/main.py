@@ -83,8 +83,9 @@ def serve(host: str, port: int, workers: int) -> None:
     # per-message garbage triggers stop re-walking it (collection was 6% of the CPU in
     # a perf profile under load).
     gc.freeze()
+    # proxy_headers off: the app's own ForwardedTrust reads them (engine/server/app.py).
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
-                            lifespan="on", timeout_graceful_shutdown=10)
+                            lifespan="on", timeout_graceful_shutdown=10, proxy_headers=False)
     _uvicorn_server()(config).run()
 
 
@@ -101,7 +102,7 @@ def _serve_workers(settings: Settings, host: str, port: int, workers: int) -> No
     _warn_about_mode(settings)
     uvicorn.run("engine.server.app:worker_app", factory=True, host=host, port=port,
                 workers=workers, log_config=None, access_log=False, lifespan="on",
-                timeout_graceful_shutdown=10)
+                timeout_graceful_shutdown=10, proxy_headers=False)
 
 
 def _uvicorn_server() -> type:
@@ -128,12 +129,16 @@ def _warn_about_mode(settings: Settings) -> None:
     if settings.dry_run:
         log.warning("DRY RUN: TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and TWILIO_WHATSAPP_FROM "
                     "are not all set; outbound messages go to the log, marked dry_run")
-    if settings.twilio_auth_token is None:
-        log.warning("!!! SIGNATURE CHECK OFF: no TWILIO_AUTH_TOKEN, so anyone who can reach "
-                    "this server can post webhooks. Never expose it like this. !!!")
+    if not settings.twilio_signature_check:
+        log.warning("!!! SIGNATURE CHECK OFF (TWILIO_SIGNATURE_CHECK=off): anyone who can "
+                    "reach this server can post webhooks. For local use only; never expose "
+                    "it like this. !!!")
+    elif settings.twilio_auth_token is None:
+        log.warning("webhooks are refused (403): no TWILIO_AUTH_TOKEN to check their "
+                    "signature. For local tests without Twilio: TWILIO_SIGNATURE_CHECK=off")
     elif settings.public_base_url is None:
         log.warning("PUBLIC_BASE_URL is not set: signatures are checked against the URL "
-                    "this server sees (or X-Forwarded-*), which fails behind most proxies")
+                    "this server sees (X-Forwarded-* only from FORWARDED_ALLOW_IPS)")
 
 
 @main.command()

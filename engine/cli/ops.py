@@ -1,12 +1,14 @@
 """Ops commands: `tertulia sessions ...` and `tertulia stats`.
 
 They only write rows; any running `serve` worker sends any notice they queue within
-about a second. Phones are masked, passwords never shown.
+about a second. Phones are masked (in transcripts too) unless ops ask for them with
+--show-phones; passwords are never shown.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -40,10 +42,20 @@ def warn_skipped(problems: list[FlowDefinitionError]) -> None:
         click.echo(f"warning: flow file skipped: {problem}", err=True)
 
 
-def _row(session: SessionRecord, now: datetime) -> dict[str, Any]:
+_SHOW_PHONES = click.option(
+    "--show-phones", is_flag=True,
+    help="Print full phone numbers (masked by default; mind where the output goes).")
+
+
+def _masker(show_phones: bool) -> Callable[[str], str]:
+    return (lambda text: text) if show_phones else mask_phone
+
+
+def _row(session: SessionRecord, now: datetime, show_phones: bool = False) -> dict[str, Any]:
     left = (session.expires_at - now).total_seconds() if session.is_open else None
     return {
-        "id": session.id, "channel": session.channel, "phone": mask_phone(session.phone),
+        "id": session.id, "channel": session.channel,
+        "phone": _masker(show_phones)(session.phone),
         "flow": session.flow, "state": session.state,
         "age_seconds": int((now - session.started_at).total_seconds()),
         "seconds_left": max(0, int(left)) if left is not None else None,
@@ -55,8 +67,10 @@ def _row(session: SessionRecord, now: datetime) -> dict[str, Any]:
 @click.option("--all", "include_closed", is_flag=True, help="Closed sessions too.")
 @click.option("--phone", default=None, help="Only this phone (full E.164 number).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@_SHOW_PHONES
 @click.pass_context
-def sessions(ctx: click.Context, include_closed: bool, phone: str | None, as_json: bool) -> None:
+def sessions(ctx: click.Context, include_closed: bool, phone: str | None, as_json: bool,
+             show_phones: bool) -> None:
     """List open sessions (see also: show, close)."""
     if ctx.invoked_subcommand is not None:
         return
@@ -64,19 +78,19 @@ def sessions(ctx: click.Context, include_closed: bool, phone: str | None, as_jso
     try:
         now = wiring.clock.now()
         found = ops.list_sessions(wiring.store, include_closed=include_closed, phone=phone)
-        rows = [_row(s, now) for s in found]
+        rows = [_row(s, now, show_phones) for s in found]
     finally:
         wiring.close()
     if as_json:
         for row in rows:
             click.echo(json.dumps(row, ensure_ascii=False))
         return
-    click.echo(f"{'ID':>6}  {'CHANNEL':8}  {'PHONE':12}  {'FLOW':8}  {'STATE':14}  "
+    click.echo(f"{'ID':>6}  {'CHANNEL':8}  {'PHONE':16}  {'FLOW':8}  {'STATE':14}  "
                f"{'AGE':>8}  {'LEFT':>6}  REASON")
     for r in rows:
         left = "-" if r["seconds_left"] is None else f"{r['seconds_left']}s"
         age = f"{r['age_seconds'] // 60}m{r['age_seconds'] % 60:02d}s"
-        click.echo(f"{r['id']:>6}  {r['channel']:8}  {r['phone']:12}  {r['flow']:8}  "
+        click.echo(f"{r['id']:>6}  {r['channel']:8}  {r['phone']:16}  {r['flow']:8}  "
                    f"{r['state']:14}  {age:>8}  {left:>6}  {r['close_reason'] or ''}")
     if not rows:
         click.echo("(no sessions)" if include_closed else "(no open sessions)")
@@ -84,8 +98,10 @@ def sessions(ctx: click.Context, include_closed: bool, phone: str | None, as_jso
 
 @sessions.command("show")
 @click.argument("session_id", type=int)
-def show(session_id: int) -> None:
+@_SHOW_PHONES
+def show(session_id: int, show_phones: bool) -> None:
     """Print the transcript and the events of session SESSION_ID."""
+    mask = _masker(show_phones)
     wiring = _services()
     try:
         found = ops.transcript(wiring.store, session_id)
@@ -94,7 +110,7 @@ def show(session_id: int) -> None:
     if found is None:
         raise click.ClickException(str(SessionNotFound("id", session_id)))
     s = found.session
-    click.echo(f"session {s.id} · {s.channel} {mask_phone(s.phone)} · flow {s.flow} · "
+    click.echo(f"session {s.id} · {s.channel} {mask(s.phone)} · flow {s.flow} · "
                f"state {s.state}" + (f" · closed: {s.close_reason}" if s.close_reason else ""))
     click.echo(f"started {s.started_at:%Y-%m-%d %H:%M:%S} UTC · expires "
                f"{s.expires_at:%H:%M:%S} UTC · version {s.version}")
@@ -102,10 +118,10 @@ def show(session_id: int) -> None:
     for m in found.messages:
         arrow = "→ user" if m["direction"] == "in" else "← bot "
         body = m["body_redacted"] or m["body"]  # a pending password never reaches the screen
-        click.echo(f"  {m['created_at']:%H:%M:%S} {arrow} [{m['status']}] {body}")
+        click.echo(f"  {m['created_at']:%H:%M:%S} {arrow} [{m['status']}] {mask(body)}")
     click.echo("\nevents:")
     for e in found.events:
-        detail = f" ({e['detail']})" if e["detail"] else ""
+        detail = f" ({mask(e['detail'])})" if e["detail"] else ""
         click.echo(f"  {e['at']:%H:%M:%S} {e['from_state'] or '·'} → {e['to_state']} "
                    f"[{e['trigger']}]{detail}")
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from engine.core.choices import pick
@@ -32,7 +32,7 @@ from engine.core.ports import (
     TrialRecord,
 )
 from engine.core.registry import FlowRegistry
-from engine.core.unit import Committed, Work
+from engine.core.unit import Committed, OutputLimits, Work
 
 __all__ = ["WHATSAPP_WINDOW", "ConversationSettings", "Conversations", "Listener"]
 
@@ -52,6 +52,14 @@ class ConversationSettings:
     session_timeout: timedelta = timedelta(minutes=3)
     session_warning: timedelta | None = None
     trial_cooldown: timedelta = timedelta(days=30)
+    # Abuse limits (README, "Limits"): messages a phone may send per window before it
+    # gets one "slow down" and no answers until the window ends...
+    rate_limit: int = 30
+    rate_window: timedelta = timedelta(minutes=1)
+    # ...the length of what a flow reads from the user (and may store and echo)...
+    max_input_chars: int = 1000
+    # ...and what one turn may send.
+    output: OutputLimits = field(default_factory=OutputLimits)
 
 
 class _Duplicate(Exception):
@@ -117,8 +125,11 @@ class Conversations:
             results.append(outbound)
         return results
 
+    def _work(self, tx: StoreTx, now: datetime, *, secret: str | None = None) -> Work:
+        return Work(tx, now, secret=secret, limits=self.settings.output)
+
     def _one(self, tx: StoreTx, inbound: Inbound, now: datetime) -> Work:
-        work = Work(tx, now)
+        work = self._work(tx, now)
         try:
             with tx.savepoint():
                 session, flow, created = self._session_for(work, inbound)
@@ -127,15 +138,35 @@ class Conversations:
                     message_id=inbound.message_id, body=inbound.text, now=now,
                 ):
                     raise _Duplicate
-                self._respond(work, session, flow, inbound, created)
+                if self._within_rate(work, session, flow, inbound, created):
+                    self._respond(work, session, flow, inbound, created)
                 work.flush()
         except _Duplicate:
-            return Work(tx, now)
+            return self._work(tx, now)
         except StoreError:
             raise
         except Exception as exc:
             return self._fail(tx, inbound, now, exc)
         return work
+
+    def _within_rate(
+        self, work: Work, session: SessionRecord, flow: CompiledFlow, inbound: Inbound,
+        created: bool,
+    ) -> bool:
+        """Whether the phone is within its rate; past it, the message stays stored, the
+        first one over gets the "slow down" text and the rest get nothing."""
+        settings = self.settings
+        count = work.tx.count_inbound(channel=inbound.channel, phone=inbound.phone,
+                                      now=work.now, window=settings.rate_window)
+        if count <= settings.rate_limit:
+            return True
+        work.renew(session, settings.session_timeout, created=created)
+        if count == settings.rate_limit + 1:
+            log.warning("rate limit: %s sent more than %d messages within %s; told to slow "
+                        "down, not answered until the window ends", inbound.phone,
+                        settings.rate_limit, settings.rate_window)
+            work.say(session, flow, "slow_down")
+        return False
 
     def _session_for(
         self, work: Work, inbound: Inbound
@@ -228,16 +259,20 @@ class Conversations:
     ) -> Turn:
         expects = flow.instance.expects(session.state, session.context)
         detector = self._detector or flow.intents
+        # What the user wrote, capped: a flow stores and echoes it (MAX_INPUT_CHARS).
+        cap = self.settings.max_input_chars
+        written = inbound.text[:cap]
+        name = inbound.profile_name[:cap] if inbound.profile_name else None
         # A tap, a number or the words of an offered choice read as that choice's title.
-        picked = pick(session.choices, text=inbound.text, choice_id=inbound.choice)
-        text = picked.title if picked is not None else inbound.text
+        picked = pick(session.choices, text=written, choice_id=inbound.choice)
+        text = picked.title if picked is not None else written
         intent = detector.detect(text, expects=expects)
         if intent is None and picked is None and inbound.choice:
             # A template's own button id ("si") may say what its words ("Opción 1") do not.
-            intent = detector.detect(inbound.choice, expects=expects)
+            intent = detector.detect(inbound.choice[:cap], expects=expects)
         return Turn(
             text=text, intent=intent, state=session.state,
-            context=session.context, now=work.now, profile_name=inbound.profile_name,
+            context=session.context, now=work.now, profile_name=name,
             trials=lambda: work.tx.latest_trial(session.phone),
             trial_cooldown=self.settings.trial_cooldown,
             choice=picked.id if picked is not None else None,
@@ -250,7 +285,8 @@ class Conversations:
             self._miss(work, session, flow)
             return
         session.misses = 0
-        values = {**session.context, **decision.values}
+        self._cap_context(session)
+        values = {**session.context, **self._capped(decision.values)}
         for key in decision.say:
             work.say(session, flow, key, values)
         if decision.trigger is not None:
@@ -258,6 +294,17 @@ class Conversations:
             if route.dest == flow.credentials_state:
                 work.issue = (session, flow)
         self._closing_keywords(work, session, flow)
+
+    def _capped(self, values: Mapping[str, object]) -> dict[str, object]:
+        cap = self.settings.max_input_chars
+        return {k: v[:cap] if isinstance(v, str) else v for k, v in values.items()}
+
+    def _cap_context(self, session: SessionRecord) -> None:
+        """Whatever a step stored, no string in the context outgrows MAX_INPUT_CHARS."""
+        cap = self.settings.max_input_chars
+        for key, value in session.context.items():
+            if isinstance(value, str) and len(value) > cap:
+                session.context[key] = value[:cap]
 
     def _miss(self, work: Work, session: SessionRecord, flow: CompiledFlow) -> None:
         session.misses += 1
@@ -293,7 +340,7 @@ class Conversations:
     def _deliver(self, session_id: int, flow: CompiledFlow, creds: Credentials) -> list[Outbound]:
         now = self.clock.now()
         with self._store.transaction() as tx:
-            work = Work(tx, now, secret=creds.password)
+            work = self._work(tx, now, secret=creds.password)
             session = tx.get_session(session_id)
             if session is None or not session.is_open or session.state != flow.credentials_state:
                 return []  # another message delivered them already
@@ -313,14 +360,14 @@ class Conversations:
         """After the message's savepoint rolled back: record it, apologise, close (error)."""
         log.error("step failed for session of %s: %s: %s", inbound.phone, type(exc).__name__,
                   exc, exc_info=exc)
-        work = Work(tx, now)
+        work = self._work(tx, now)
         try:
             with tx.savepoint():
                 session, _, _ = self._session_for(work, inbound)
                 if not tx.record_inbound(session_id=session.id, channel=inbound.channel,
                                          message_id=inbound.message_id, body=inbound.text,
                                          now=now):
-                    return Work(tx, now)
+                    return self._work(tx, now)
                 work.renew(session, self.settings.session_timeout, created=True)
                 close_anyway(work, session, self.flows, "fail", detail=_describe(exc))
                 work.flush()
@@ -331,7 +378,7 @@ class Conversations:
             # its group-commit batch must still commit.
             log.exception("could not close the session of %s after its step failed",
                           inbound.phone)
-            return Work(tx, now)
+            return self._work(tx, now)
         return work
 
     def _fail_session(self, session_id: int, exc: Exception) -> list[Outbound]:
@@ -360,7 +407,7 @@ class Conversations:
         nothing happens unless that lease is still held (LeaseLost).
         """
         now = self.clock.now()
-        work = Work(tx, now)
+        work = self._work(tx, now)
         _check(tx, fence)
         try:
             session = tx.get_session(session_id, wait=False)
@@ -376,7 +423,7 @@ class Conversations:
         """`expire_in` for a session whose row the caller read and locked in `tx` (the
         overdue scan reads many in one statement)."""
         now = now or self.clock.now()
-        work = Work(tx, now)
+        work = self._work(tx, now)
         if not session.is_open:
             return work, None
         if session.expires_at > now:
@@ -407,7 +454,7 @@ class Conversations:
                 # Gone or changed: its timeout closes it. A state's own timeout says its
                 # own thing: "we are about to close" would be untrue there.
                 return False
-            work = Work(tx, now)
+            work = self._work(tx, now)
             work.touch(session)
             session.warned = True
             work.say(session, flow, "warning")
@@ -424,7 +471,7 @@ class Conversations:
         self, session_id: int, trigger: str, *, notify: bool = True, detail: str | None = None
     ) -> list[Outbound]:
         with self._store.transaction() as tx:
-            work = Work(tx, self.clock.now())
+            work = self._work(tx, self.clock.now())
             session = tx.get_session(session_id)
             if session is None or not session.is_open:
                 return []

@@ -61,6 +61,10 @@ BASE_TEXTS: dict[str, str] = {
         "Actualizamos este servicio y no pudimos retomar tu conversación donde estaba. 🙏 "
         "Escribinos de nuevo y empezamos otra vez."
     ),
+    "slow_down": (
+        "Estás escribiendo muy rápido. 🙏 Esperá un minuto y seguimos: hasta entonces no "
+        "vamos a responder."
+    ),
 }
 
 # Values the engine itself adds to every text's placeholders. None so far: a text gets

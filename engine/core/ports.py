@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from engine.core.choices import Choice
@@ -163,6 +163,14 @@ class StoreTx(Protocol):
         self, *, session_id: int, channel: str, message_id: str | None, body: str, now: datetime
     ) -> bool:
         """Insert the inbound row; False when `message_id` was seen before."""
+        ...
+
+    def count_inbound(
+        self, *, channel: str, phone: str, now: datetime, window: timedelta
+    ) -> int:
+        """Count one message against the phone's rate window and return how many the
+        window holds, this one included. A window starts with the first message after
+        the last one ended; the count lives in the database, shared by every worker."""
         ...
 
     def save_session(self, record: SessionRecord, *, read_version: int) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["MAX_BODY", "digits", "is_e164", "split_body"]
+__all__ = ["MAX_BODY", "MAX_PARTS", "digits", "is_e164", "split_body", "truncate"]
 
 # ASCII only and the whole string: `\d`, str.isdigit() and `$` would also accept "²",
 # Arabic-Indic digits or a trailing newline, which int() or the log then choke on.
@@ -23,11 +23,17 @@ def is_e164(phone: str) -> bool:
 
 # Twilio rejects WhatsApp bodies over 1600 characters.
 MAX_BODY = 1600
+# A long body is split, but never into more messages than this (MAX_BODY_PARTS).
+MAX_PARTS = 3
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
+_ELLIPSIS = "…"
 
 
-def split_body(body: str, limit: int = MAX_BODY) -> list[str]:
-    """Split a long body at paragraph, then sentence, then word boundaries; keep order."""
+def split_body(body: str, limit: int = MAX_BODY, max_parts: int = MAX_PARTS) -> list[str]:
+    """Split a long body at paragraph, then sentence, then word boundaries; keep order.
+
+    Past `max_parts` messages the rest is cut, and the last part ends in '…'.
+    """
     if len(body) <= limit:
         return [body]
     parts: list[str] = []
@@ -36,7 +42,16 @@ def split_body(body: str, limit: int = MAX_BODY) -> list[str]:
             parts[-1] = f"{parts[-1]}{_joiner(unit)}{unit}"
         else:
             parts.append(unit)
-    return [p.strip() for p in parts if p.strip()]
+    kept = [p.strip() for p in parts if p.strip()]
+    if len(kept) > max_parts:
+        kept = kept[:max_parts]
+        kept[-1] = truncate(kept[-1] + " " + _ELLIPSIS, limit)
+    return kept
+
+
+def truncate(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, the cut marked with '…'."""
+    return text if len(text) <= limit else text[: max(0, limit - 1)] + _ELLIPSIS
 
 
 def _joiner(unit: str) -> str:

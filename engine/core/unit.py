@@ -3,6 +3,7 @@ what changed, so the engine can tell adapters after the commit."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -11,11 +12,22 @@ from engine.core.choices import Choice
 from engine.core.errors import StoreError
 from engine.core.flow import CompiledFlow, Route
 from engine.core.ports import Outbound, SessionRecord, StoreTx
-from engine.core.text import split_body
+from engine.core.text import MAX_BODY, MAX_PARTS, split_body
 
-__all__ = ["Committed", "Work"]
+__all__ = ["Committed", "OutputLimits", "Work"]
 
+log = logging.getLogger("tertulia.conversations")
 _HIDDEN = "••••••••"
+
+
+@dataclass(frozen=True, slots=True)
+class OutputLimits:
+    """Caps on what one transaction sends a session, so no input is billed many times."""
+
+    # Messages queued for one session in one transaction (MAX_OUTBOUND_PER_TURN).
+    per_turn: int = 8
+    # Parts one long text is split into (MAX_BODY_PARTS).
+    parts: int = MAX_PARTS
 
 
 @dataclass
@@ -36,8 +48,13 @@ class Committed:
 class Work:
     """Writes of one transaction, applied through the store as they happen."""
 
-    def __init__(self, tx: StoreTx, now: datetime, *, secret: str | None = None) -> None:
+    def __init__(
+        self, tx: StoreTx, now: datetime, *, secret: str | None = None,
+        limits: OutputLimits | None = None,
+    ) -> None:
         self.tx, self.now, self._secret = tx, now, secret
+        self._limits = limits or OutputLimits()
+        self._queued: dict[int, int] = {}
         self.committed = Committed()
         self.issue: tuple[SessionRecord, CompiledFlow] | None = None
         # The message's session was closed because its flow changed: it starts afresh.
@@ -75,9 +92,16 @@ class Work:
         self, session: SessionRecord, text: str, *, key: str | None = None,
         choices: tuple[Choice, ...] = (),
     ) -> None:
-        """Queue a text already rendered, split to WhatsApp's size."""
-        parts = split_body(text)
+        """Queue a text already rendered, split to WhatsApp's size (MAX_BODY_PARTS at
+        most), within the turn's cap on messages (MAX_OUTBOUND_PER_TURN)."""
+        parts = split_body(text, MAX_BODY, self._limits.parts)
         for index, body in enumerate(parts):
+            queued = self._queued.get(session.id, 0)
+            if queued >= self._limits.per_turn:
+                log.warning("session %s: text %r not sent: MAX_OUTBOUND_PER_TURN (%d) "
+                            "reached in this turn", session.id, key, self._limits.per_turn)
+                return
+            self._queued[session.id] = queued + 1
             secret = self._secret
             redacted = body.replace(secret, _HIDDEN) if secret and secret in body else None
             # A long text's choices go with its last part, where the question is.

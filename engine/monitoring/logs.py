@@ -13,13 +13,36 @@ from typing import Any
 
 __all__ = ["PhoneMaskFilter", "configure", "mask_phone"]
 
-# E.164 numbers, with or without the plus, as they appear in our logs and twilio's.
-_PHONE = re.compile(r"\+?\d{10,15}")
+# A phone number of any E.164 length (7 to 15 digits), with or without the plus, as it
+# appears in our logs and twilio's (URL-encoded there: %2B549...). Digits inside a word
+# (a MessageSid's hex) are not a phone, nor is a mask already made ('+5491123...'): a
+# line masked where it was written passes the log filter unchanged.
+_PHONE = re.compile(r"(?:(?<=%2B)|(?<![0-9A-Za-z]))\+?[0-9]{7,15}(?![0-9A-Za-z]|\.\.\.)")
+# Always hidden: at least this many digits, so no number is guessable from its mask.
+_HIDDEN_DIGITS = 5
+_SHOWN_DIGITS = 7
 
 
 def mask_phone(text: str) -> str:
-    """'+5491123456789' -> '+5491123...': the first 8 characters, then '...'."""
-    return _PHONE.sub(lambda m: m.group(0)[:8] + "...", text)
+    """'+5491123456789' -> '+5491123...'; '+1234567' -> '+12...'.
+
+    At most the first 7 digits are shown, and never more than the number's length less
+    5, so short (7-9 digit) numbers are masked as well as long ones.
+    """
+    return _PHONE.sub(_mask, text)
+
+
+def _mask(match: re.Match[str]) -> str:
+    number = match.group(0)
+    plus = "+" if number.startswith("+") else ""
+    body = number.removeprefix("+")
+    shown = max(1, min(_SHOWN_DIGITS, len(body) - _HIDDEN_DIGITS))
+    return f"{plus}{body[:shown]}..."
+
+
+def _masked_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    return {key: mask_phone(value) if isinstance(value, str) else value
+            for key, value in fields.items()}
 
 
 class PhoneMaskFilter(logging.Filter):
@@ -81,7 +104,7 @@ class _JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        payload.update(getattr(record, "fields", {}) or {})
+        payload.update(_masked_fields(getattr(record, "fields", {}) or {}))
         if record.exc_text:
             payload["exception"] = record.exc_text
         return json.dumps(payload, ensure_ascii=False)

@@ -24,8 +24,12 @@ SETTINGS_VARS = (
     "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_WHATSAPP_FROM", "PUBLIC_BASE_URL",
     "TWILIO_API_BASE_URL", "TWILIO_HTTP_TIMEOUT_SECONDS", "OUTBOX_MAX_ATTEMPTS",
     "TWILIO_MAX_MPS", "LOG_LEVEL", "LOG_FORMAT", "SQLITE_SYNCHRONOUS", "ADMIN_TOKEN",
-    "CONSOLE_LOCAL",
+    "CONSOLE_LOCAL", "TWILIO_SIGNATURE_CHECK", "FORWARDED_ALLOW_IPS", "MAX_FORM_BYTES",
+    "RATE_LIMIT_MESSAGES", "RATE_LIMIT_WINDOW_SECONDS", "MAX_INPUT_CHARS",
+    "MAX_OUTBOUND_PER_TURN", "MAX_BODY_PARTS",
 )
+FROM = "whatsapp:+14155238886"
+CREDENTIALS = {"TWILIO_ACCOUNT_SID": SID, "TWILIO_AUTH_TOKEN": TOKEN, "TWILIO_WHATSAPP_FROM": FROM}
 
 
 # -- defaults -----------------------------------------------------------------------------
@@ -52,6 +56,12 @@ def test_nothing_set_gives_the_documented_defaults() -> None:
     assert settings.sqlite_synchronous == "NORMAL"
     assert (settings.log_level, settings.log_format) == ("INFO", "text")
     assert settings.dry_run is True
+    assert settings.twilio_signature_check is True
+    assert settings.forwarded_allow_ips == "127.0.0.1,::1"
+    assert settings.max_form_bytes == 16 * 1024
+    assert (settings.rate_limit_messages, settings.rate_limit_window_seconds) == (30, 60)
+    assert settings.max_input_chars == 1000
+    assert (settings.max_outbound_per_turn, settings.max_body_parts) == (8, 3)
 
 
 def test_empty_values_count_as_unset() -> None:
@@ -82,7 +92,43 @@ def test_all_three_twilio_variables_turn_dry_run_off() -> None:
     assert settings.twilio_auth_token is not None
     assert settings.twilio_auth_token.reveal() == TOKEN
     assert settings.public_base_url == "https://bot.example.com"
-    assert Settings.from_mapping({**env, "TWILIO_AUTH_TOKEN": ""}).dry_run is True
+
+
+# -- fail closed: all three Twilio credentials or none --------------------------------------
+
+
+@pytest.mark.parametrize("missing", [
+    ("TWILIO_AUTH_TOKEN",), ("TWILIO_ACCOUNT_SID",), ("TWILIO_WHATSAPP_FROM",),
+    ("TWILIO_AUTH_TOKEN", "TWILIO_WHATSAPP_FROM"),
+])
+def test_some_twilio_credentials_without_the_others_stop_start_up(
+    missing: tuple[str, ...],
+) -> None:
+    # It used to be a dry run that accepted unsigned webhooks (issue 11, item 1).
+    env = {key: value for key, value in CREDENTIALS.items() if key not in missing}
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_mapping(env)
+    message = str(caught.value)
+    assert "\n" not in message
+    for key in missing:
+        assert key in message
+    assert TOKEN not in message
+
+
+def test_dry_run_only_when_no_twilio_credential_is_set() -> None:
+    assert Settings.from_mapping({}).dry_run is True
+    assert Settings.from_mapping(CREDENTIALS).dry_run is False
+
+
+def test_the_signature_check_goes_off_only_when_asked_and_never_with_credentials() -> None:
+    assert Settings.from_mapping({}).twilio_signature_check is True
+    assert Settings.from_mapping({"TWILIO_SIGNATURE_CHECK": "off"}).twilio_signature_check \
+        is False
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_mapping({**CREDENTIALS, "TWILIO_SIGNATURE_CHECK": "off"})
+    assert str(caught.value).startswith("TWILIO_SIGNATURE_CHECK has value 'off'")
+    with pytest.raises(ConfigError, match="on or off"):
+        Settings.from_mapping({"TWILIO_SIGNATURE_CHECK": "maybe"})
 
 
 def test_choices_are_case_insensitive() -> None:
@@ -102,6 +148,11 @@ BAD_VALUES = [
     ("PUBLIC_BASE_URL", "not a url", "https://"),
     ("TWILIO_WHATSAPP_FROM", "+1415", "whatsapp:+14155238886"),
     ("TWILIO_ACCOUNT_SID", "XX", "AC"),
+    ("TWILIO_ACCOUNT_SID", "AC" + "z" * 32, "32 hex digits"),
+    ("FORWARDED_ALLOW_IPS", "proxy.example.com", "IP addresses or networks"),
+    ("MAX_FORM_BYTES", "100", "at least 4096"),
+    ("RATE_LIMIT_MESSAGES", "0", "1 or more"),
+    ("MAX_INPUT_CHARS", "lots", "1 or more"),
     ("OUTBOX_MAX_ATTEMPTS", "0", "1 or more"),
     ("LOG_FORMAT", "xml", "json"),
     ("CREDENTIAL_PROVIDER", "nocolon", "module:Class"),
@@ -136,7 +187,7 @@ def test_an_infinite_huge_or_nan_timeout_is_a_config_error(value: str) -> None:
 
 
 def test_the_auth_token_is_kept_as_a_secret_without_surrounding_spaces() -> None:
-    settings = Settings.from_mapping({"TWILIO_AUTH_TOKEN": "  spaced token  "})
+    settings = Settings.from_mapping({**CREDENTIALS, "TWILIO_AUTH_TOKEN": "  spaced token  "})
     assert settings.twilio_auth_token == Secret("spaced token")
 
 
@@ -191,7 +242,8 @@ def test_load_settings_reads_dotenv_in_the_working_directory(
 ) -> None:
     (tmp_path / ".env").write_text(
         "# local settings\nSESSION_TIMEOUT_MINUTES=5\nLOG_LEVEL=DEBUG\n"
-        f'TWILIO_AUTH_TOKEN="{TOKEN}"\nDEFAULT_FLOW=trial\n', encoding="utf-8",
+        f'TWILIO_AUTH_TOKEN="{TOKEN}"\nDEFAULT_FLOW=trial\nTWILIO_ACCOUNT_SID={SID}\n'
+        f"TWILIO_WHATSAPP_FROM={FROM}\n", encoding="utf-8",
     )
     settings = load_settings()
     assert settings.session_timeout == timedelta(minutes=5)

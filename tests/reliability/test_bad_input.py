@@ -3,10 +3,11 @@
 Against a running server (one per module; dry run, so without TWILIO_AUTH_TOKEN and no
 signature check): random form fields (unknown keys, From, MessageSid, Body, media and
 location fields), random bytes, invalid UTF-8, missing fields, wrong content types,
-wrong methods and bodies over 64 KiB, against /twilio/whatsapp and /twilio/status. The
-expected answer follows DESIGN.md's HTTP contract: 405 for a method other than POST,
-413 over 64 KiB, 400 for a body that is not form-encoded UTF-8 or lacks what the
-endpoint needs, 200 otherwise; with a token, 403 for a bad or missing signature.
+wrong methods and bodies over MAX_FORM_BYTES (16 KiB), against /twilio/whatsapp and
+/twilio/status. The expected answer follows DESIGN.md's HTTP contract: 405 for a method
+other than POST, 413 over MAX_FORM_BYTES, 400 for a body that is not form-encoded UTF-8
+or lacks what the endpoint needs (a MessageSid and an AccountSid in Twilio's formats, a
+`whatsapp:` sender), 200 otherwise; with a token, 403 for a bad or missing signature.
 
 A second server with a token checks the 403s and signed status callbacks for SIDs
 that exist. In process, random conversations (texts, media, waits, repeated
@@ -38,20 +39,30 @@ from hypothesis import strategies as st
 
 from engine.core.ports import Inbound
 from engine.core.text import MAX_BODY
-from engine.server.app import MAX_BODY_BYTES
-from tests.support.harness import AUTH_TOKEN, FORM, Server, check_logs, wait_until
+from engine.settings import Settings
+from tests.support.harness import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    FORM,
+    Server,
+    check_logs,
+    wait_until,
+)
 from tests.support.recipients import RecipientFakeTwilio
 from tests.support.trial import FINAL, OPEN, REASON_STATE, STATES, assert_sessions_consistent
 
 HOOKS = ("/twilio/whatsapp", "/twilio/status")
 PHONE = "+5491155800001"
+MAX_BODY_BYTES = Settings.max_form_bytes
 PROPS = settings(max_examples=150, deadline=None, database=None, derandomize=True,
                  suppress_health_check=[HealthCheck.too_slow])
 FEW = settings(PROPS, max_examples=30)
 
 # E.164 as DESIGN.md has it: '+', then up to 15 ASCII digits, the first not 0. Only
 # that is taken: not Unicode digits, nor a trailing newline (the regressions below).
-_E164 = re.compile(r"(whatsapp:)?\+[1-9][0-9]{6,14}")
+_E164 = re.compile(r"whatsapp:\+[1-9][0-9]{6,14}")
+_SID = re.compile(r"(SM|MM)[0-9a-f]{32}")
+_ACCOUNT = re.compile(r"AC[0-9a-f]{32}")
 
 
 # -- servers -----------------------------------------------------------------------------
@@ -114,7 +125,7 @@ known_fields = st.fixed_dictionaries({}, optional={
         st.sampled_from(["queued", "sent", "delivered", "read", "failed", "undelivered"]),
         any_text),
     "ErrorCode": st.one_of(st.sampled_from(["63016", "30008", "0", ""]), any_text),
-    "AccountSid": any_text, "To": any_text,
+    "AccountSid": st.one_of(st.just(ACCOUNT_SID), any_text), "To": any_text,
 })
 # Unknown fields come first, so the known ones (first occurrence wins) are the ones read.
 forms = st.tuples(st.lists(st.tuples(any_text, any_text), max_size=5), known_fields).map(
@@ -127,10 +138,12 @@ def first(pairs: list[tuple[str, str]], key: str) -> str | None:
 
 def expected(path: str, pairs: list[tuple[str, str]]) -> set[int]:
     """The answers DESIGN.md allows for a well-formed form with these fields."""
+    sid, account = first(pairs, "MessageSid") or "", first(pairs, "AccountSid") or ""
+    if not _SID.fullmatch(sid) or not _ACCOUNT.fullmatch(account):
+        return {400}
     if path == "/twilio/status":
-        return {200} if first(pairs, "MessageSid") and first(pairs, "MessageStatus") else {400}
-    sender_, sid = first(pairs, "From") or "", first(pairs, "MessageSid")
-    return {200} if sid and _E164.fullmatch(sender_) else {400}
+        return {200} if first(pairs, "MessageStatus") else {400}
+    return {200} if _E164.fullmatch(first(pairs, "From") or "") else {400}
 
 
 def post(server: Server, path: str, body: bytes | str, content_type: str | None = FORM,
@@ -233,7 +246,7 @@ def test_huge_bodies(open_server, path, size, chunked):
     assert response.status_code == 413
 
 
-def test_body_of_exactly_64_kib_is_read(open_server):
+def test_body_of_exactly_max_form_bytes_is_read(open_server):
     fields = open_server.inbound_form(PHONE, "")
     encoded = urlencode(fields)
     body = encoded + "&Padding=" + "x" * (MAX_BODY_BYTES - len(encoded) - len("&Padding="))

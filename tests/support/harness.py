@@ -83,7 +83,8 @@ STOP_TIMEOUT = 15.0
 _OURS = re.compile(
     r"^(DATABASE_URL|FLOWS_DIR|DEFAULT_FLOW|SESSION_\w+|SWEEP_\w+|STATS_\w+|TRIAL_\w+"
     r"|CREDENTIAL_PROVIDER|TWILIO_\w+|PUBLIC_BASE_URL|OUTBOX_\w+|LOG_LEVEL|LOG_FORMAT"
-    r"|SQLITE_\w+|TIMEOUT_\w+|SCHEDULER_\w+|INTENT_\w+|ADMIN_TOKEN|CONSOLE_\w+)$"
+    r"|SQLITE_\w+|TIMEOUT_\w+|SCHEDULER_\w+|INTENT_\w+|ADMIN_TOKEN|CONSOLE_\w+"
+    r"|FORWARDED_ALLOW_IPS|MAX_\w+|RATE_LIMIT_\w+)$"
 )
 
 T = TypeVar("T")
@@ -188,8 +189,8 @@ class Server:
     - `workdir` is its working directory; the database defaults to `workdir/t.db` and
       the log (stdout and stderr, appended across restarts) to `workdir/server.log`.
     - `twilio_api` is the Messages API base URL (the fake's `base_url`).
-    - `credentials=False` leaves the TWILIO_* credentials unset: dry-run mode, and no
-      signature check.
+    - `credentials=False` leaves the TWILIO_* credentials unset: dry-run mode, with the
+      signature check turned off explicitly (TWILIO_SIGNATURE_CHECK=off), as for local use.
     - `env` overrides or adds variables; a value of None removes one. Without
       PUBLIC_BASE_URL, `post_webhook` signs for the URL the server sees (`url`), or
       for the `origin` a test passes along with X-Forwarded-* headers.
@@ -221,6 +222,8 @@ class Server:
         if credentials:
             environ.update(TWILIO_ACCOUNT_SID=ACCOUNT_SID, TWILIO_AUTH_TOKEN=AUTH_TOKEN,
                            TWILIO_WHATSAPP_FROM=TWILIO_FROM)
+        else:
+            environ.update(TWILIO_SIGNATURE_CHECK="off")
         if twilio_api is not None:
             environ["TWILIO_API_BASE_URL"] = twilio_api
         for key, value in (env or {}).items():
