@@ -116,6 +116,7 @@ class Worker:
         """Start every loop; take the scheduler lease if it is free (sweeping once before
         serving, as the holder does at every takeover)."""
         self.writer.start()
+        self._resume_issues()
         self.timeouts.start(run_jobs=False)
         if self.lease.renew():
             self._take_over()
@@ -129,6 +130,18 @@ class Worker:
         self._spawn("sweep", self._sweep_loop)
         if self._stats:
             self._spawn("stats", self._stats_loop)
+
+    def _resume_issues(self) -> None:
+        """Sessions a crash left mid-issue get their credentials now, not an inactivity
+        notice at their timeout. Every worker does it at its start: the provider is keyed
+        by session and only one delivery commits, so a second ask costs nothing more."""
+        states = {flow.name: flow.credentials_state for flow in self.wiring.flows
+                  if flow.credentials_state is not None}
+        waiting = queries.awaiting_credentials(self.store, states) if states else []
+        if waiting:
+            log.warning("worker %s: resuming the credentials of %d session(s) a stop left "
+                        "mid-issue", self.id, len(waiting))
+            self.writer.resume_issues(waiting)
 
     def _take_over(self) -> None:
         log.info("worker %s holds the scheduler lease (token %s)", self.id,

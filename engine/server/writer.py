@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from engine.core.conversations import Conversations
 from engine.core.errors import StoreError
-from engine.core.ports import Fence, Inbound, Outbound
+from engine.core.ports import Fence, Inbound, Outbound, SessionRecord
 from engine.core.unit import Work
 from persistence.store import SqlStore, SqlTx
 
@@ -183,7 +183,10 @@ class Writer:
                 write.future.set_result(result)
             else:
                 write.future.set_exception(error)
-        self._conversations.finish([r[0] for r, _ in expired if r is not None] + swept)
+        # A timeout of a session waiting for credentials resumes the issue (off this
+        # thread), instead of closing it.
+        self._conversations.finish([r[0] for r, _ in expired if r is not None] + swept,
+                                   later=self._issue_later)
         for expiry, (result, error) in zip(expiries, expired, strict=True):
             self._after_expiry(expiry, None if error else result[1])
         for scan in scans:
@@ -220,7 +223,7 @@ class Writer:
         for session_id in tx.overdue(self._conversations.clock.now(), limit):
             (result, error) = self._apply(
                 tx, functools.partial(self._conversations.expire_in, session_id=session_id))
-            if error is None and result[0].committed.fired:
+            if error is None and (result[0].committed.fired or result[0].issue):
                 # Leave the job in place: it fires, finds the session closed, and is
                 # removed by APScheduler as usual (removing it here would contend).
                 works.append(result[0])
@@ -256,6 +259,10 @@ class Writer:
             raise  # the database itself refused: the whole batch fails
         except Exception as exc:
             return None, exc
+
+    def resume_issues(self, sessions: list[SessionRecord]) -> None:
+        """Issue again, off this thread, for sessions a crash left mid-issue."""
+        self._conversations.resume(sessions, later=self._issue_later)
 
     def _issue_later(self, task: Callable[[], object]) -> None:
         def run() -> None:
