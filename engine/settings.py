@@ -138,6 +138,8 @@ class Settings:
     # The web console (/console): on with a token; CONSOLE_LOCAL opens it to loopback only.
     admin_token: Secret | None = None
     console_local: bool = False
+    # Seals credentials messages at rest (Fernet); required with a CREDENTIAL_PROVIDER.
+    credentials_key: Secret | None = None
 
     @property
     def dry_run(self) -> bool:
@@ -185,10 +187,19 @@ class Settings:
             outbox_claim_seconds=get("OUTBOX_CLAIM_SECONDS", _number) or 60.0,
             admin_token=get("ADMIN_TOKEN", _admin_token),
             console_local=get("CONSOLE_LOCAL", _flag) or False,
+            credentials_key=get("CREDENTIALS_KEY", _fernet_key),
         )._checked()
 
     def _checked(self) -> Settings:
         """Checks that join two settings."""
+        if self.credential_provider and self.credentials_key is None:
+            # Fail closed: real accounts' passwords must not wait in the outbox under a
+            # key that dies with the process (the local generator's demo logins may).
+            raise ConfigError(
+                "CREDENTIALS_KEY", "unset",
+                f"a key when CREDENTIAL_PROVIDER is set ({self.credential_provider}), "
+                f"{_KEY_HINT}",
+            )
         if self.outbox_claim_seconds <= self.twilio_http_timeout_seconds:
             raise ConfigError(
                 "OUTBOX_CLAIM_SECONDS", self.outbox_claim_seconds,
@@ -224,6 +235,19 @@ def _admin_token(key: str, raw: str) -> Secret:
 
 
 _MIN_TOKEN = 16
+_KEY_HINT = ("e.g. the output of: python -c 'from cryptography.fernet import Fernet; "
+             "print(Fernet.generate_key().decode())'")
+
+
+def _fernet_key(key: str, raw: str) -> Secret:
+    from persistence.sealing import Sealer
+
+    try:
+        Sealer(raw)
+    except ValueError:
+        raise ConfigError(key, "*" * min(len(raw), 8), f"a Fernet key (32 bytes, url-safe "
+                          f"base64), {_KEY_HINT}") from None
+    return Secret(raw)
 
 
 def _flag(key: str, raw: str) -> bool:

@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError
 
 from engine.core.errors import SessionBusy, StoreError
 from engine.core.ports import Fence, SessionRecord, TrialRecord
+from persistence.sealing import Sealer
 from persistence.sql import Driver, is_transient
 
 __all__ = ["SqlStore", "SqlTx", "TxRunner", "session_from_row"]
@@ -46,9 +47,11 @@ class TxRunner(Protocol):
 class SqlStore:
     """Serialised write transactions on one database."""
 
-    def __init__(self, db: Engine) -> None:
+    def __init__(self, db: Engine, *, sealer: Sealer | None = None) -> None:
         self.db = db
         self._driver = Driver(db.dialect)
+        # Seals the bodies that carry a password before they reach the database.
+        self.sealer = sealer or Sealer()
         # SQLite takes one writer at a time: threads of one process queue here instead
         # of in its sleeping busy handler. PostgreSQL serialises per conversation.
         self._write_lock: AbstractContextManager[object] = (
@@ -63,7 +66,7 @@ class SqlStore:
         with self._write_lock:
             try:
                 with self.db.begin() as conn:
-                    yield SqlTx(conn, self._driver)
+                    yield SqlTx(conn, self._driver, self.sealer)
             except DBAPIError as exc:
                 self._after_failure(exc)
                 raise StoreError(f"database error: {exc.orig}",
@@ -100,9 +103,10 @@ _SESSION_COLUMNS = ("id, channel, phone, flow, state, started_at, last_inbound_a
 class SqlTx:
     """One transaction; implements engine.core.ports.StoreTx with driver-level SQL."""
 
-    def __init__(self, conn: Connection, driver: Driver) -> None:
+    def __init__(self, conn: Connection, driver: Driver, sealer: Sealer) -> None:
         self.conn = conn
         self._driver = driver
+        self.sealer = sealer
 
     @property
     def driver(self) -> Driver:
@@ -269,12 +273,14 @@ class SqlTx:
         self, *, session_id: int, channel: str, body: str, now: datetime,
         redacted: str | None = None,
     ) -> int:
+        # A body with a password goes in only sealed; `body` holds its redacted copy.
+        sealed = self.sealer.seal(body) if redacted is not None else None
         row = self._run(
-            "INSERT INTO messages (session_id, channel, direction, body, body_redacted, status, "
-            "attempts, created_at) VALUES (:session_id, :channel, 'out', :body, :redacted, "
+            "INSERT INTO messages (session_id, channel, direction, body, body_sealed, status, "
+            "attempts, created_at) VALUES (:session_id, :channel, 'out', :body, :sealed, "
             "'pending', 0, :now) RETURNING id",
-            session_id=session_id, channel=channel, body=body, redacted=redacted,
-            now=self._driver.time_out(now),
+            session_id=session_id, channel=channel, body=body if redacted is None else redacted,
+            sealed=sealed, now=self._driver.time_out(now),
         ).fetchone()
         return int(row[0])
 

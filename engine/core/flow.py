@@ -65,6 +65,9 @@ ENGINE_TRIGGERS: dict[str, tuple[str, str, tuple[str, ...]]] = {
 ENGINE_CLOSE_REASONS: dict[str, str] = {
     reason: dest for dest, reason, _ in ENGINE_TRIGGERS.values()
 }
+# Written by the outbox, not a transition, in flows that issue credentials: their message
+# never arrived, so the session does not count as a delivered trial (persistence/outbox.py).
+UNDELIVERED_REASON = ("credentials_undelivered", "closed")
 
 F = TypeVar("F", bound=Callable[..., "Decision"])
 
@@ -221,6 +224,8 @@ class CompiledFlow:
         self.credentials_state = cls.credentials_state
         # Every reason a session of this flow can close with -> its final state.
         self.close_reasons: dict[str, str] = {**cls.close_reasons, **ENGINE_CLOSE_REASONS}
+        if cls.credentials_state is not None:
+            self.close_reasons.setdefault(*UNDELIVERED_REASON)
         self._routes = {(r.trigger, r.source): r for r in routes}
         self.routes = routes
         self.machine = Machine(

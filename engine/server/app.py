@@ -127,7 +127,8 @@ class _Webhooks:
             update = parse_status(form)
             result = await run_in_threadpool(
                 self.worker.writer.write,
-                lambda tx: outbox.apply_status(tx, update.sid, update.status, update.error_code),
+                lambda tx: outbox.apply_status(tx, update.sid, update.status, update.error_code,
+                                               self.worker.clock.now()),
             )
         except WebhookError as exc:
             return PlainTextResponse(str(exc), status_code=400)

@@ -24,6 +24,7 @@ from typing import Any
 
 from engine.channels.twilio import TwilioSender
 from engine.core.clock import Clock
+from engine.core.conversations import WHATSAPP_WINDOW
 from engine.core.ports import CredentialProvider
 from engine.monitoring.metrics import Metrics, lifecycle_logger, stats_block
 from engine.outbox.dispatcher import Dispatcher, Sender
@@ -32,7 +33,7 @@ from engine.scheduling.timeouts import Timeouts, sweep
 from engine.server.writer import Writer
 from engine.settings import Settings
 from engine.wiring import Wiring, wire
-from persistence import queries
+from persistence import outbox, queries
 from persistence.db import make_engine
 
 __all__ = ["Worker", "worker_id"]
@@ -115,6 +116,10 @@ class Worker:
     def start(self) -> None:
         """Start every loop; take the scheduler lease if it is free (sweeping once before
         serving, as the holder does at every takeover)."""
+        if self.store.sealer.ephemeral:
+            log.warning("CREDENTIALS_KEY is unset: credentials messages are sealed with a "
+                        "key that lives in this process only; one still unsent at a crash "
+                        "is given up after the restart, and its user may ask again")
         self.writer.start()
         self._resume_issues()
         self.timeouts.start(run_jobs=False)
@@ -204,6 +209,10 @@ class Worker:
     def _sweep(self) -> None:
         try:
             sweep(self.timeouts, self.store)
+            # Sealed credentials no callback ever settled: past the window nothing can be
+            # sent again, so even their ciphertext goes.
+            before = self.clock.now() - WHATSAPP_WINDOW
+            self.writer.write(lambda tx: outbox.forget_sealed(tx, sent_before=before))
         except Exception:
             log.exception("sweep failed; it runs again in %s s",
                           self.settings.sweep_interval_seconds)

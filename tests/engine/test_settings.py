@@ -13,6 +13,7 @@ import pytest
 
 from engine.core.errors import ConfigError
 from engine.settings import Secret, Settings, load_settings
+from persistence.sealing import new_key
 
 TOKEN = "f00dfacecafebeef0123456789abcdef"
 SID = "AC" + "0123456789abcdef" * 2
@@ -24,7 +25,7 @@ SETTINGS_VARS = (
     "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_WHATSAPP_FROM", "PUBLIC_BASE_URL",
     "TWILIO_API_BASE_URL", "TWILIO_HTTP_TIMEOUT_SECONDS", "OUTBOX_MAX_ATTEMPTS",
     "TWILIO_MAX_MPS", "LOG_LEVEL", "LOG_FORMAT", "SQLITE_SYNCHRONOUS", "ADMIN_TOKEN",
-    "CONSOLE_LOCAL",
+    "CONSOLE_LOCAL", "CREDENTIALS_KEY",
 )
 
 
@@ -243,3 +244,26 @@ def test_cli_start_up_error_is_one_line_without_a_traceback(tmp_path: Path) -> N
     assert "SESSION_TIMEOUT_MINUTES" in lines[0] and "-1" in lines[0]
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
+
+
+# -- the key that seals credentials at rest -------------------------------------------------
+
+
+def test_a_credential_provider_without_a_credentials_key_refuses_to_start() -> None:
+    # Fail closed: a real provider's passwords must not wait under a process-only key.
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_mapping({"CREDENTIAL_PROVIDER": "acme.accounts:Provider"})
+    message = str(caught.value)
+    assert message.startswith("CREDENTIALS_KEY") and "CREDENTIAL_PROVIDER" in message
+    assert "Fernet.generate_key" in message
+
+
+def test_a_credentials_key_must_be_a_fernet_key_and_never_prints() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_mapping({"CREDENTIALS_KEY": "not-a-key-at-all"})
+    assert "not-a-key" not in str(caught.value) and "Fernet key" in str(caught.value)
+    key = new_key()
+    settings = Settings.from_mapping({"CREDENTIALS_KEY": key,
+                                      "CREDENTIAL_PROVIDER": "acme.accounts:Provider"})
+    assert settings.credentials_key is not None and settings.credentials_key.reveal() == key
+    assert key not in repr(settings)

@@ -102,7 +102,8 @@ def test_a_timeout_after_a_crash_mid_issue_delivers_instead_of_the_notice(
 
     [creds] = provider.issued
     out = [m["body"] for m in backend.rows("messages") if m["direction"] == "out"]
-    assert out[-2:] == [_credentials_text(creds), text_of("closing")]
+    hidden = _credentials_text(creds).replace(creds.password, "••••••••")
+    assert out[-2:] == [hidden, text_of("closing")]
     assert BASE_TEXTS["timeout_notice"] not in out
     assert provider.asked == [str(session["id"])] * 2  # the same key: idempotent
     assert backend.select("sessions", "close_reason") == [("credentials_delivered",)]
