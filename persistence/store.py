@@ -8,6 +8,7 @@ message is five or six small statements and nothing else.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -52,6 +53,7 @@ class SqlStore:
         self._driver = Driver(db.dialect)
         # Seals the bodies that carry a password before they reach the database.
         self.sealer = sealer or Sealer()
+        self._file = _FileIdentity(db.url.database if db.dialect.name == "sqlite" else None)
         # SQLite takes one writer at a time: threads of one process queue here instead
         # of in its sleeping busy handler. PostgreSQL serialises per conversation.
         self._write_lock: AbstractContextManager[object] = (
@@ -61,9 +63,20 @@ class SqlStore:
     def postgres(self) -> bool:
         return self._driver.postgres
 
+    def check_file(self) -> None:
+        """StoreError if the SQLite file was deleted or replaced since it was opened."""
+        self._file.check()
+
+    def free_bytes(self) -> tuple[str, int] | None:
+        """The SQLite file's folder and the bytes free there; None on a server database."""
+        return self._file.free()
+
     @contextmanager
     def transaction(self) -> Iterator[SqlTx]:
         with self._write_lock:
+            # A deleted file still takes writes through the open descriptors, into an
+            # inode nobody will read again: refuse them (a stat, about a microsecond).
+            self._file.check()
             try:
                 with self.db.begin() as conn:
                     yield SqlTx(conn, self._driver, self.sealer)
@@ -94,6 +107,45 @@ class SqlStore:
         """A read-only connection for ops queries; it takes no write lock."""
         with self.db.connect() as conn:
             yield conn
+
+
+class _FileIdentity:
+    """The SQLite file's (device, inode) as first seen, to tell when the path no longer
+    names the file this process writes to."""
+
+    def __init__(self, database: str | None) -> None:
+        self._path = os.path.abspath(database) if database not in (None, "", ":memory:") \
+            else None
+        self._seen = _identity(self._path) if self._path is not None else None
+
+    def free(self) -> tuple[str, int] | None:
+        if self._path is None:
+            return None
+        folder = os.path.dirname(self._path)
+        stat = os.statvfs(folder)
+        return folder, stat.f_bavail * stat.f_frsize
+
+    def check(self) -> None:
+        if self._path is None:
+            return
+        now = _identity(self._path)
+        if self._seen is None:
+            self._seen = now  # not created yet when the store was made
+            return
+        if now != self._seen:
+            what = "deleted" if now is None else "replaced by another file"
+            raise StoreError(
+                f"the database file {self._path} was {what} after this worker opened it: "
+                "writes would go where nobody reads them; restart the worker once the right "
+                "file is in place")
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 _SESSION_COLUMNS = ("id, channel, phone, flow, state, started_at, last_inbound_at, expires_at, "

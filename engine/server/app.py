@@ -225,6 +225,10 @@ def _health(worker: Worker) -> Response:
     if not role["ok"]:
         body["status"] = "unhealthy"
         return JSONResponse(body, status_code=503)
+    problem = worker.storage.problem()
+    if problem is not None:
+        body.update(status="unavailable", database=problem)
+        return JSONResponse(body, status_code=503)
     try:
         with worker.store.reading() as conn:
             conn.execute(text("SELECT 1"))

@@ -30,6 +30,7 @@ from engine.monitoring.metrics import Metrics, lifecycle_logger, stats_block
 from engine.outbox.dispatcher import Dispatcher, Sender
 from engine.scheduling.lease import Lease
 from engine.scheduling.timeouts import Timeouts, sweep
+from engine.server.health import StorageProbe
 from engine.server.writer import Writer
 from engine.settings import Settings
 from engine.wiring import Wiring, wire
@@ -64,6 +65,7 @@ class Worker:
         self._jobs_db = make_engine(settings.database_url, synchronous=settings.sqlite_synchronous,
                                     immediate=False)
         self.writer = Writer(self.conversations, self.store)
+        self.storage = StorageProbe(self.writer, self.store, self.clock.now)
         self.lease = Lease(self.store, holder=self.id, ttl_seconds=settings.scheduler_lease_seconds)
         self.timeouts = Timeouts(
             self.conversations, self._jobs_db, warning=settings.session_warning,

@@ -99,16 +99,17 @@ class Writer:
         self._queue.put(_Message(inbound, future))
         return future
 
-    def write(self, fn: Callable[[SqlTx], T]) -> T:
+    def write(self, fn: Callable[[SqlTx], T], *, timeout: float | None = None) -> T:
         """Run `fn` in the next group transaction and wait for its commit (a Writer).
 
-        Once the writer has stopped, `fn` runs in a transaction of its own.
+        Once the writer has stopped, `fn` runs in a transaction of its own. TimeoutError
+        after `timeout` seconds (the write may still be committed later).
         """
         if not self.running:
             return self._store.run(fn)
         future: Future[T] = Future()
         self._queue.put(_Write(fn, future))
-        return future.result()
+        return future.result(timeout)
 
     def expire(self, session_id: int, fence: Fence | None,
                then: Callable[[datetime | None], None]) -> None:
