@@ -226,9 +226,11 @@ def test_stats_prints_the_block_once(filled: Filled) -> None:
     assert lines[2] == "👥 Sesiones activas:"
     for line in lines[3:5]:
         assert re.fullmatch(r"   - \+5491123\.\.\.: activa por \d+min, timeout en \d+min", line)
-    # Then the closes by reason: the engine's and the trial flow's own, zeros included.
+    # Then the closes by reason: the engine's and the trial flow's own, zeros included
+    # (credentials_undelivered: the engine's, in a flow that issues credentials).
     assert lines[5:] == ["🔚 Sesiones cerradas por motivo:", "   - admin: 0",
-                         "   - cancelled: 0", "   - credentials_delivered: 1", "   - error: 0",
+                         "   - cancelled: 0", "   - credentials_delivered: 1",
+                         "   - credentials_undelivered: 0", "   - error: 0",
                          "   - goodbye: 0", "   - keyword: 0", "   - timeout: 0",
                          "   - trial_refused: 0"]
     assert_no_full_phone(out, TRIAL, ASKED, GREETED)
