@@ -87,3 +87,29 @@ def test_an_unsent_password_is_sealed_and_goes_out_after_a_restart(fake, server_
     server.kill()
 
     assert files_holding(password, server) == []
+
+
+def test_without_a_key_an_unsent_password_is_given_up_after_a_restart(fake, server_factory):
+    # The documented policy of the local generator without CREDENTIALS_KEY: the key died
+    # with the process, so the message cannot be opened; the user may ask again.
+    server = server_factory()
+    assert server.send(PHONE, "hola").status_code == 200
+    fake.wait_for(1)
+    wait_until(lambda: outbox_idle(server), what="the greeting recorded as sent")
+    fake.down()
+    for text in ASK[1:]:
+        assert server.send(PHONE, text).status_code == 200
+    wait_until(lambda: server.rows("SELECT id FROM messages WHERE body LIKE '%Contraseña%'"),
+               what="the credentials message queued")
+    server.kill()
+    fake.up()
+    server.restart()
+    wait_until(lambda: outbox_idle(server), timeout=20, what="the outbox settled")
+    assert not any("Contraseña: " in b for b in fake.delivered_to(whatsapp(PHONE)))
+    assert server.rows("SELECT close_reason FROM sessions") == [
+        {"close_reason": "credentials_undelivered"}]
+    assert server.rows("SELECT id FROM trials") == []
+    assert server.send(PHONE, "hola").status_code == 200
+    assert server.send(PHONE, "sí").status_code == 200
+    wait_until(lambda: fake.delivered_to(whatsapp(PHONE))[-1:] == [text_of("ask_name")],
+               what="the new trial request to be taken")
