@@ -155,6 +155,8 @@ class Settings:
     max_input_chars: int = 1000
     max_outbound_per_turn: int = 8
     max_body_parts: int = 3
+    # Seals credentials messages at rest (Fernet); required with a CREDENTIAL_PROVIDER.
+    credentials_key: Secret | None = None
 
     @property
     def dry_run(self) -> bool:
@@ -211,11 +213,20 @@ class Settings:
             max_input_chars=get("MAX_INPUT_CHARS", _positive_int) or cls.max_input_chars,
             max_outbound_per_turn=get("MAX_OUTBOUND_PER_TURN", _positive_int) or 8,
             max_body_parts=get("MAX_BODY_PARTS", _positive_int) or 3,
+            credentials_key=get("CREDENTIALS_KEY", _fernet_key),
         )._checked()
 
     def _checked(self) -> Settings:
         """Checks that join two settings."""
         self._twilio_checked()
+        if self.credential_provider and self.credentials_key is None:
+            # Fail closed: real accounts' passwords must not wait in the outbox under a
+            # key that dies with the process (the local generator's demo logins may).
+            raise ConfigError(
+                "CREDENTIALS_KEY", "unset",
+                f"a key when CREDENTIAL_PROVIDER is set ({self.credential_provider}), "
+                f"{_KEY_HINT}",
+            )
         if self.outbox_claim_seconds <= self.twilio_http_timeout_seconds:
             raise ConfigError(
                 "OUTBOX_CLAIM_SECONDS", self.outbox_claim_seconds,
@@ -273,6 +284,19 @@ def _admin_token(key: str, raw: str) -> Secret:
 
 
 _MIN_TOKEN = 16
+_KEY_HINT = ("e.g. the output of: python -c 'from cryptography.fernet import Fernet; "
+             "print(Fernet.generate_key().decode())'")
+
+
+def _fernet_key(key: str, raw: str) -> Secret:
+    from persistence.sealing import Sealer
+
+    try:
+        Sealer(raw)
+    except ValueError:
+        raise ConfigError(key, "*" * min(len(raw), 8), f"a Fernet key (32 bytes, url-safe "
+                          f"base64), {_KEY_HINT}") from None
+    return Secret(raw)
 
 
 def _flag(key: str, raw: str) -> bool:

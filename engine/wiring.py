@@ -20,6 +20,7 @@ from engine.nlu.loader import load_detector
 from engine.settings import Settings
 from persistence import migrate
 from persistence.db import is_sqlite, make_engine
+from persistence.sealing import Sealer
 from persistence.store import SqlStore
 
 __all__ = ["Wiring", "wire"]
@@ -64,7 +65,8 @@ def wire(
         migrate.upgrade(settings.database_url)
     elif upgrade:
         migrate.require_head(settings.database_url)
-    store = SqlStore(db)
+    key = settings.credentials_key
+    store = SqlStore(db, sealer=Sealer(key.reveal() if key is not None else None))
     clock = clock or SystemClock()
     conversations = Conversations(
         flows=flows, store=store, clock=clock,

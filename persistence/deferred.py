@@ -36,7 +36,7 @@ class DeferredTx(SqlTx):
     """A SqlTx on PostgreSQL whose session, event and outbox writes wait for `flush`."""
 
     def __init__(self, tx: SqlTx) -> None:
-        super().__init__(tx.conn, tx.driver)
+        super().__init__(tx.conn, tx.driver, tx.sealer)
         self._updates: list[dict[str, Any]] = []
         self._events: list[dict[str, Any]] = []
         self._messages: list[dict[str, Any]] = []
@@ -80,8 +80,9 @@ class DeferredTx(SqlTx):
         if not self._ids:
             self.reserve_ids(16)
         message_id = self._ids.pop(0)
-        params = enqueue_params(self.driver, session_id=session_id, channel=channel, body=body,
-                                now=now, redacted=redacted, key=key, choices=choices)
+        params = enqueue_params(self.driver, self.sealer, session_id=session_id,
+                                channel=channel, body=body, now=now, redacted=redacted, key=key,
+                                choices=choices)
         self._messages.append({"id": message_id, **params})
         return message_id
 

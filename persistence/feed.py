@@ -90,7 +90,8 @@ def read_feed(store: SqlStore, channel: str, phone: str, cursor: Cursor) -> Feed
     mine = select(sessions.c.id).where(sessions.c.channel == channel, sessions.c.phone == phone,
                                        sessions.c.id >= cursor.session)
     message_query = (
-        select(m.id, m.session_id, m.direction, m.body, m.status, m.created_at, m.choices)
+        select(m.id, m.session_id, m.direction, m.body, m.body_sealed, m.status, m.created_at,
+               m.choices)
         .where(m.session_id.in_(mine), m.id > cursor.message).order_by(m.id).limit(_LIMIT)
     )
     event_query = (
@@ -98,8 +99,11 @@ def read_feed(store: SqlStore, channel: str, phone: str, cursor: Cursor) -> Feed
         .where(e.session_id.in_(mine), e.id > cursor.event).order_by(e.id).limit(_LIMIT)
     )
     with store.reading() as conn:
-        said = [FeedMessage(r.id, r.session_id, r.direction, r.body, r.status, r.created_at,
-                            offers.load(r.choices)) for r in conn.execute(message_query)]
+        # The simulated phone receives a sealed body in clear, as Twilio would.
+        said = [FeedMessage(r.id, r.session_id, r.direction,
+                            store.sealer.body(r.body, r.body_sealed), r.status, r.created_at,
+                            offers.load(r.choices))
+                for r in conn.execute(message_query)]
         events = [FeedEvent(r.id, r.session_id, r.at, r.from_state, r.to_state, r.trigger,
                             r.detail) for r in conn.execute(event_query)]
     session = latest_session(store, channel, phone)

@@ -30,6 +30,7 @@ from typing import Any
 from engine.core.choices import Choice
 from engine.core.errors import StoreError
 from engine.core.ports import Fence, SessionRecord, TrialRecord
+from persistence.sealing import Sealer
 
 __all__ = ["EventRow", "MemoryStore", "MemoryTx", "MessageRow", "TrialRow"]
 
@@ -46,6 +47,8 @@ class MessageRow:
     body: str
     body_redacted: str | None
     status: str
+    # As in SqlTx.enqueue: a body with a password is kept only sealed; `body` is redacted.
+    body_sealed: str | None
     attempts: int
     created_at: datetime
     text_key: str | None = None
@@ -126,11 +129,12 @@ class MemoryStore:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._tables = _Tables()
+        self.sealer = Sealer()
 
     @contextmanager
     def transaction(self) -> Iterator[MemoryTx]:
         with self._lock:
-            tx = MemoryTx(self._tables.copy())
+            tx = MemoryTx(self._tables.copy(), self.sealer)
             yield tx
             self._tables = tx.tables  # reached only on a clean exit: that is the commit
 
@@ -156,8 +160,9 @@ class MemoryStore:
 class MemoryTx:
     """One transaction on a private copy of the tables (engine.core.ports.StoreTx)."""
 
-    def __init__(self, tables: _Tables) -> None:
+    def __init__(self, tables: _Tables, sealer: Sealer) -> None:
         self.tables = tables
+        self.sealer = sealer
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -269,8 +274,10 @@ class MemoryTx:
     ) -> int:
         row = MessageRow(
             id=_next_id(self.tables.messages), session_id=session_id, channel=channel,
-            direction=direction, twilio_sid=sid, body=body, body_redacted=redacted,
-            status=status, attempts=0, created_at=_utc(now), text_key=key, choices=choices,
+            direction=direction, twilio_sid=sid, body=body if redacted is None else redacted,
+            body_redacted=None, status=status, attempts=0, created_at=_utc(now),
+            body_sealed=self.sealer.seal(body) if redacted is not None else None,
+            text_key=key, choices=choices,
         )
         self.tables.messages[row.id] = row
         return row.id

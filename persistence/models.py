@@ -25,9 +25,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
-    "Base", "InboundRate", "Lease", "Message", "SendSlot", "Session", "SessionEvent", "Trial",
-    "UTCDateTime", "inbound_rates", "leases", "messages", "send_slots", "session_events",
-    "sessions", "trials",
+    "Base", "Heartbeat", "InboundRate", "Lease", "Message", "SendSlot", "Session",
+    "SessionEvent", "Trial", "UTCDateTime", "heartbeats", "inbound_rates", "leases", "messages",
+    "send_slots", "session_events", "sessions", "trials",
 ]
 
 
@@ -100,8 +100,12 @@ class Message(Base):
     direction: Mapped[str] = mapped_column(String(3))
     twilio_sid: Mapped[str | None] = mapped_column(String(64))
     body: Mapped[str] = mapped_column(Text)
-    # What replaces `body` once sent, for bodies that carry a password.
+    # What replaces `body` once sent, for bodies that carry a password (rows written
+    # before 0007; since then `body` is the redacted copy from the start).
     body_redacted: Mapped[str | None] = mapped_column(Text)
+    # The clear body of a message that carries a password, encrypted (persistence.sealing),
+    # until it is delivered or given up.
+    body_sealed: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16))
     error_code: Mapped[int | None] = mapped_column(Integer)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -171,6 +175,15 @@ class Lease(Base):
     expires_at: Mapped[datetime | None]
 
 
+class Heartbeat(Base):
+    """A write /healthz makes to prove the database takes one (engine/server/health.py)."""
+
+    __tablename__ = "heartbeats"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    at: Mapped[datetime]
+
+
 class SendSlot(Base):
     """The next free send time (epoch seconds) of one Twilio sender, for all workers."""
 
@@ -204,5 +217,6 @@ messages = _table(Message)
 session_events = _table(SessionEvent)
 trials = _table(Trial)
 leases = _table(Lease)
+heartbeats = _table(Heartbeat)
 send_slots = _table(SendSlot)
 inbound_rates = _table(InboundRate)

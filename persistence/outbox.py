@@ -4,23 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, case, func, select, text, update
+from sqlalchemy import ColumnElement, and_, bindparam, case, delete, func, select, text, update
 
 from engine.core import choices as offers
 from engine.core.choices import Choice
 from engine.core.ports import Outbound
-from persistence.models import messages, sessions
+from persistence.models import messages, sessions, trials
 from persistence.store import SqlStore, SqlTx, TxRunner
 
 __all__ = [
+    "CREDENTIAL_SENDS",
     "STATUS_RANK",
+    "UNDELIVERED",
     "OutRow",
     "apply_status",
     "claim",
     "claimants",
     "deliver_console",
+    "forget_sealed",
+    "give_up",
     "has_due",
     "mark_delivered",
     "mark_sent",
@@ -62,6 +67,9 @@ class OutRow:
     last_inbound_at: datetime
     choices: tuple[Choice, ...] = ()
     key: str | None = None  # "flow.text": which text of which flow the body came from
+    # A sealed body this process's key cannot open (CREDENTIALS_KEY changed, or it was
+    # a process-only key before a restart): it cannot be sent, only given up.
+    unreadable: bool = False
 
 
 def claim(
@@ -89,9 +97,19 @@ def claim(
         f"claim_until = :until WHERE id IN ({', '.join(':' + k for k in ids)})",
         worker=worker, until=d.time_out(claim_until), **ids,
     )
-    return [OutRow(r[0], r[4], r[1], r[2] or r[1], r[3], d.time_in(r[5]) or now,
-                   offers.load(r[6]), f"{r[7]}.{r[8]}" if r[8] else None)
-            for r in rows]
+    return [_out_row(tx, r, now) for r in rows]
+
+
+def _out_row(tx: SqlTx, r: Any, now: datetime) -> OutRow:
+    log_body = r[2] or r[1]
+    last_inbound = tx.driver.time_in(r[5]) or now
+    choices = offers.load(r[6])
+    key = f"{r[7]}.{r[8]}" if r[8] else None
+    if r[9] is None:
+        return OutRow(r[0], r[4], r[1], log_body, r[3], last_inbound, choices, key)
+    clear = tx.sealer.open(r[9])
+    return OutRow(r[0], r[4], clear or "", log_body, r[3], last_inbound, choices, key,
+                  unreadable=clear is None)
 
 
 _HEADS = (
@@ -102,7 +120,7 @@ _HEADS = (
 )
 _CLAIM = (
     "SELECT m.id, m.body, m.body_redacted, m.attempts, s.phone, s.last_inbound_at, "
-    "m.choices, s.flow, m.text_key "
+    "m.choices, s.flow, m.text_key, m.body_sealed "
     "FROM messages m JOIN sessions s ON s.id = m.session_id "
     f"WHERE m.id IN ({_HEADS}) AND ("
     "(m.status = 'pending' AND (m.next_attempt_at IS NULL OR m.next_attempt_at <= :now)) "
@@ -195,7 +213,17 @@ def record_failure(
         body_redacted=None, status=status, error_code=code, attempts=attempts,
         claim_until=None,
     )
-    return bool(write(lambda tx: tx.conn.execute(statement).rowcount))
+
+    def run(tx: SqlTx) -> bool:
+        if not tx.conn.execute(statement).rowcount:
+            return False
+        if status == "dry_run":
+            forget_sealed(tx, row_id)  # it went to the log: nothing to send again
+        else:
+            give_up(tx, row_id, f"not sent: {status}" + (f" ({code})" if code else ""), now)
+        return True
+
+    return bool(write(run))
 
 
 def _claimed(row_id: int, worker: str) -> ColumnElement[bool]:
@@ -220,23 +248,89 @@ _SENT = update(messages).where(
 )
 
 
-def apply_status(tx: SqlTx, sid: str, status: str, code: int | None) -> str | None:
+def apply_status(tx: SqlTx, sid: str, status: str, code: int | None,
+                 now: datetime | None = None) -> str | None:
     """Apply a status callback; returns the row's status after it, or None for unknown sids.
 
     A late callback never moves a status backwards, so repeats and reorderings are no-ops.
+    A credentials message (a sealed body) that ends undelivered or failed goes back to
+    the outbox, up to CREDENTIAL_SENDS sends in all; then it is given up (give_up).
     """
+    m = messages.c
     row = tx.conn.execute(
-        select(messages.c.id, messages.c.status).where(messages.c.twilio_sid == sid)
+        select(m.id, m.status, m.attempts, m.body_sealed).where(m.twilio_sid == sid)
     ).first()
     if row is None:
         return None
     current = STATUS_RANK.get(row.status, -1)
     if current >= 5 or STATUS_RANK.get(status, -1) <= current:
         return str(row.status)
-    tx.conn.execute(update(messages).where(messages.c.id == row.id).values(
-        status=status, error_code=code if code is not None else messages.c.error_code,
+    tx.conn.execute(update(messages).where(m.id == row.id).values(
+        status=status, error_code=code if code is not None else m.error_code,
     ))
+    if row.body_sealed is None:
+        return status
+    now = now or datetime.now(UTC)
+    if status in ("delivered", "read"):
+        forget_sealed(tx, row.id)
+    elif STATUS_RANK[status] >= 5 and row.attempts < CREDENTIAL_SENDS:
+        return _send_again(tx, row.id, f"Twilio reported {status} ({code}) for {sid}", now)
+    elif STATUS_RANK[status] >= 5:
+        give_up(tx, row.id, f"Twilio reported {status} ({code}) for {sid}, "
+                f"after {row.attempts} sends", now)
     return status
+
+
+# How many times in all a credentials message is sent while Twilio reports it failed.
+CREDENTIAL_SENDS = 3
+UNDELIVERED = "credentials_undelivered"
+
+
+def _send_again(tx: SqlTx, row_id: int, why: str, now: datetime) -> str:
+    """Back to the outbox, at the head of its recipient's queue (its id is the oldest);
+    the dispatcher skips it, and gives it up, once outside the 24-hour window."""
+    tx.conn.execute(update(messages).where(messages.c.id == row_id).values(
+        status="pending", twilio_sid=None, claimed_by=None, claim_until=None,
+        next_attempt_at=None,
+    ))
+    _event(tx, row_id, "credentials_resent", f"{why}; sent again", now)
+    return "pending"
+
+
+def give_up(tx: SqlTx, row_id: int, why: str, now: datetime) -> None:
+    """A credentials message that will not reach its user: its trial is withdrawn and
+    its session closes as undelivered, so the cooldown does not refuse the user who
+    asks again (a row without a sealed body is not one: nothing happens)."""
+    found = tx.conn.execute(select(messages.c.session_id).where(
+        messages.c.id == row_id, messages.c.body_sealed.is_not(None))).first()
+    if found is None:
+        return
+    forget_sealed(tx, row_id)
+    tx.conn.execute(delete(trials).where(trials.c.session_id == found.session_id))
+    tx.conn.execute(update(sessions).where(
+        sessions.c.id == found.session_id, sessions.c.closed_at.is_not(None),
+    ).values(close_reason=UNDELIVERED, version=sessions.c.version + 1))
+    _event(tx, row_id, UNDELIVERED, f"{why}; trial withdrawn, the user may ask again", now)
+
+
+def forget_sealed(tx: SqlTx, row_id: int | None = None, *, sent_before: datetime | None = None
+                  ) -> int:
+    """Drop sealed bodies: one row's, or those of rows sent before `sent_before` (past
+    the 24-hour window nothing can be sent again)."""
+    m = messages.c
+    where = m.id == row_id if row_id is not None else and_(
+        m.body_sealed.is_not(None), m.sent_at < sent_before)
+    return int(tx.conn.execute(update(messages).where(where).values(body_sealed=None)).rowcount)
+
+
+def _event(tx: SqlTx, row_id: int, trigger: str, detail: str, now: datetime) -> None:
+    row = tx.conn.execute(
+        select(sessions.c.id, sessions.c.state).join(messages, messages.c.session_id ==
+                                                     sessions.c.id).where(messages.c.id == row_id)
+    ).first()
+    if row is not None:
+        tx.add_event(session_id=row.id, from_state=row.state, to_state=row.state,
+                     trigger=trigger, detail=detail[:500], at=now)
 
 
 def has_due(store: SqlStore, *, channel: str, now: datetime) -> bool:
@@ -263,7 +357,7 @@ def pending_console(store: SqlStore, phone: str) -> list[Outbound]:
     """Pending console rows for one phone, oldest first."""
     query = (
         select(messages.c.id, messages.c.session_id, messages.c.body, messages.c.choices,
-               messages.c.text_key)
+               messages.c.text_key, messages.c.body_sealed)
         .join(sessions, sessions.c.id == messages.c.session_id)
         .where(messages.c.status == "pending", messages.c.channel == "console",
                messages.c.direction == "out", sessions.c.phone == phone)
@@ -271,7 +365,8 @@ def pending_console(store: SqlStore, phone: str) -> list[Outbound]:
     )
     with store.reading() as conn:
         rows = conn.execute(query).all()
-    return [Outbound(r.id, r.session_id, "console", phone, r.body, offers.load(r.choices),
+    return [Outbound(r.id, r.session_id, "console", phone,
+                     store.sealer.body(r.body, r.body_sealed), offers.load(r.choices),
                      r.text_key) for r in rows]
 
 
@@ -280,6 +375,7 @@ def mark_sent(store: SqlStore, ids: Sequence[int], *, status: str, now: datetime
     if ids:
         statement = update(messages).where(messages.c.id.in_(list(ids))).values(
             status=status, sent_at=now, body=_redacted_body(), body_redacted=None,
+            body_sealed=None,
         )
         store.run(lambda tx: tx.conn.execute(statement))
 
@@ -292,7 +388,8 @@ def mark_delivered(tx: SqlTx, ids: Sequence[int], now: datetime) -> None:
     if ids:
         tx.conn.execute(update(messages).where(
             messages.c.id.in_(list(ids)), messages.c.status == "pending",
-        ).values(status="delivered", sent_at=now, body=_redacted_body(), body_redacted=None))
+        ).values(status="delivered", sent_at=now, body=_redacted_body(), body_redacted=None,
+                 body_sealed=None))
 
 
 def deliver_console(store: SqlStore, phone: str, now: datetime) -> list[Outbound]:

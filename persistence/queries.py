@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from sqlalchemy import Integer, func, select, text
+from sqlalchemy import Integer, and_, false, func, or_, select, text
 
 from engine.core.ports import SessionRecord
 from persistence.models import UTCDateTime, sessions
 from persistence.store import SqlStore, session_from_row
 
 __all__ = [
-    "close_reason_counts", "latest_session", "next_expiry", "open_by_flow", "orphan_jobs",
+    "awaiting_credentials", "close_reason_counts", "latest_session", "next_expiry",
+    "open_by_flow", "orphan_jobs",
     "sessions_without_job",
 ]
 
@@ -26,6 +28,16 @@ def latest_session(store: SqlStore, channel: str, phone: str) -> SessionRecord |
     with store.reading() as conn:
         row = conn.execute(query).first()
     return session_from_row(row) if row is not None else None
+
+
+def awaiting_credentials(store: SqlStore, states: Mapping[str, str]) -> list[SessionRecord]:
+    """Open sessions in their flow's credentials state (`states`: flow name -> state)."""
+    c = sessions.c
+    waiting = or_(false(), *(and_(c.flow == flow, c.state == state)
+                            for flow, state in states.items()))
+    query = select(sessions).where(c.closed_at.is_(None), waiting).order_by(c.id)
+    with store.reading() as conn:
+        return [session_from_row(row) for row in conn.execute(query)]
 
 
 def sessions_without_job(store: SqlStore, job_prefix: str) -> list[tuple[int, datetime]]:

@@ -8,6 +8,7 @@ message is five or six small statements and nothing else.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -20,6 +21,7 @@ from sqlalchemy.exc import DBAPIError
 from engine.core import choices as offers
 from engine.core.errors import SessionBusy, StoreError
 from engine.core.ports import Fence, SessionRecord, TrialRecord
+from persistence.sealing import Sealer
 from persistence.sql import Driver, is_transient
 
 __all__ = [
@@ -51,9 +53,12 @@ class TxRunner(Protocol):
 class SqlStore:
     """Serialised write transactions on one database."""
 
-    def __init__(self, db: Engine) -> None:
+    def __init__(self, db: Engine, *, sealer: Sealer | None = None) -> None:
         self.db = db
         self._driver = Driver(db.dialect)
+        # Seals the bodies that carry a password before they reach the database.
+        self.sealer = sealer or Sealer()
+        self._file = _FileIdentity(db.url.database if db.dialect.name == "sqlite" else None)
         # SQLite takes one writer at a time: threads of one process queue here instead
         # of in its sleeping busy handler. PostgreSQL serialises per conversation.
         self._write_lock: AbstractContextManager[object] = (
@@ -63,12 +68,23 @@ class SqlStore:
     def postgres(self) -> bool:
         return self._driver.postgres
 
+    def check_file(self) -> None:
+        """StoreError if the SQLite file was deleted or replaced since it was opened."""
+        self._file.check()
+
+    def free_bytes(self) -> tuple[str, int] | None:
+        """The SQLite file's folder and the bytes free there; None on a server database."""
+        return self._file.free()
+
     @contextmanager
     def transaction(self) -> Iterator[SqlTx]:
         with self._write_lock:
+            # A deleted file still takes writes through the open descriptors, into an
+            # inode nobody will read again: refuse them (a stat, about a microsecond).
+            self._file.check()
             try:
                 with self.db.begin() as conn:
-                    yield SqlTx(conn, self._driver)
+                    yield SqlTx(conn, self._driver, self.sealer)
             except DBAPIError as exc:
                 self._after_failure(exc)
                 raise StoreError(f"database error: {exc.orig}",
@@ -98,6 +114,45 @@ class SqlStore:
             yield conn
 
 
+class _FileIdentity:
+    """The SQLite file's (device, inode) as first seen, to tell when the path no longer
+    names the file this process writes to."""
+
+    def __init__(self, database: str | None) -> None:
+        self._path = os.path.abspath(database) if database not in (None, "", ":memory:") \
+            else None
+        self._seen = _identity(self._path) if self._path is not None else None
+
+    def free(self) -> tuple[str, int] | None:
+        if self._path is None:
+            return None
+        folder = os.path.dirname(self._path)
+        stat = os.statvfs(folder)
+        return folder, stat.f_bavail * stat.f_frsize
+
+    def check(self) -> None:
+        if self._path is None:
+            return
+        now = _identity(self._path)
+        if self._seen is None:
+            self._seen = now  # not created yet when the store was made
+            return
+        if now != self._seen:
+            what = "deleted" if now is None else "replaced by another file"
+            raise StoreError(
+                f"the database file {self._path} was {what} after this worker opened it: "
+                "writes would go where nobody reads them; restart the worker once the right "
+                "file is in place")
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
 _SESSION_COLUMNS = ("id, channel, phone, flow, state, started_at, last_inbound_at, expires_at, "
                     "version, context, closed_at, close_reason, misses, warned, choices, "
                     "flow_version")
@@ -115,9 +170,9 @@ ADD_EVENT = (
     "INSERT INTO session_events (session_id, at, from_state, to_state, trigger, detail) "
     "VALUES (:session_id, :at, :from_state, :to_state, :trigger, :detail)"
 )
-_ENQUEUE_COLUMNS = ("session_id, channel, direction, body, body_redacted, status, attempts, "
+_ENQUEUE_COLUMNS = ("session_id, channel, direction, body, body_sealed, status, attempts, "
                     "created_at, text_key, choices")
-_ENQUEUE_VALUES = (":session_id, :channel, 'out', :body, :redacted, 'pending', 0, :now, :key, "
+_ENQUEUE_VALUES = (":session_id, :channel, 'out', :body, :sealed, 'pending', 0, :now, :key, "
                    ":choices")
 ENQUEUE = f"INSERT INTO messages ({_ENQUEUE_COLUMNS}) VALUES ({_ENQUEUE_VALUES})"
 # The same with the id chosen beforehand (taken from the table's sequence).
@@ -137,19 +192,23 @@ def save_params(d: Driver, record: SessionRecord, read_version: int) -> dict[str
 
 
 def enqueue_params(
-    d: Driver, *, session_id: int, channel: str, body: str, now: datetime,
+    d: Driver, sealer: Sealer, *, session_id: int, channel: str, body: str, now: datetime,
     redacted: str | None, key: str | None, choices: tuple[offers.Choice, ...],
 ) -> dict[str, Any]:
-    return {"session_id": session_id, "channel": channel, "body": body, "redacted": redacted,
+    # A body with a password goes in only sealed; `body` holds its redacted copy.
+    return {"session_id": session_id, "channel": channel,
+            "body": body if redacted is None else redacted,
+            "sealed": sealer.seal(body) if redacted is not None else None,
             "now": d.time_out(now), "key": key, "choices": offers.dump(choices)}
 
 
 class SqlTx:
     """One transaction; implements engine.core.ports.StoreTx with driver-level SQL."""
 
-    def __init__(self, conn: Connection, driver: Driver) -> None:
+    def __init__(self, conn: Connection, driver: Driver, sealer: Sealer) -> None:
         self.conn = conn
         self._driver = driver
+        self.sealer = sealer
         # Leases this transaction found held outside any savepoint: the row stays locked
         # (or, on SQLite, the whole database) until commit, so asking again is needless.
         self._held: set[Fence] = set()
@@ -348,8 +407,9 @@ class SqlTx:
         redacted: str | None = None, key: str | None = None,
         choices: tuple[offers.Choice, ...] = (),
     ) -> int:
-        params = enqueue_params(self._driver, session_id=session_id, channel=channel, body=body,
-                                now=now, redacted=redacted, key=key, choices=choices)
+        params = enqueue_params(self._driver, self.sealer, session_id=session_id,
+                                channel=channel, body=body, now=now, redacted=redacted, key=key,
+                                choices=choices)
         row = self._run(ENQUEUE + " RETURNING id", **params).fetchone()
         return int(row[0])
 

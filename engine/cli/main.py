@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -100,6 +101,12 @@ def _serve_workers(settings: Settings, host: str, port: int, workers: int) -> No
     # (upgraded on SQLite, checked at head on PostgreSQL), the credential provider.
     wire(settings).close()
     _warn_about_mode(settings)
+    if settings.credentials_key is None:
+        # The children must open each other's sealed credentials messages: one key for
+        # all of them, for as long as this supervisor lives (see persistence/sealing.py).
+        from persistence.sealing import new_key
+
+        os.environ["CREDENTIALS_KEY"] = new_key()
     uvicorn.run("engine.server.app:worker_app", factory=True, host=host, port=port,
                 workers=workers, log_config=None, access_log=False, lifespan="on",
                 timeout_graceful_shutdown=10, proxy_headers=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -79,6 +80,10 @@ class Conversations:
         self._listeners = list(listeners)
         # None: each flow's built-in rules, with the flow's own vocabulary.
         self._detector = detector
+        # Sessions whose issue is queued or runs in this process: a resume (a message, a
+        # timeout, a restart) while one is under way leaves it to deliver.
+        self._issuing: set[int] = set()
+        self._issuing_lock = threading.Lock()
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -117,11 +122,7 @@ class Conversations:
             self._publish(work.committed)
             outbound = work.committed.outbound
             if work.issue is not None:
-                session, flow = work.issue
-                if later is None:
-                    outbound = outbound + self._issue(session, flow)
-                else:
-                    later(functools.partial(self._issue, session, flow))
+                outbound = outbound + self._issue_or_defer(*work.issue, later)
             results.append(outbound)
         return results
 
@@ -324,7 +325,42 @@ class Conversations:
 
     # -- credentials, outside the write lock ---------------------------------------------
 
+    def resume(self, sessions: Sequence[SessionRecord], *, later: Deferrer | None = None
+               ) -> list[Outbound]:
+        """Issue again for sessions left in their flow's credentials state (a restart
+        after a crash mid-issue): the provider is keyed by session, so it is idempotent."""
+        outbound: list[Outbound] = []
+        for session in sessions:
+            outbound += self._issue_or_defer(session, self.flows.get(session.flow), later)
+        return outbound
+
+    def _issue_or_defer(self, session: SessionRecord, flow: CompiledFlow,
+                        later: Deferrer | None) -> list[Outbound]:
+        with self._issuing_lock:
+            if session.id in self._issuing:
+                return []  # queued or under way here: it delivers
+            self._issuing.add(session.id)
+        task = functools.partial(self._issue, session, flow)
+        if later is None:
+            return task()
+        try:
+            later(task)
+        except BaseException:
+            self._issued(session.id)
+            raise
+        return []
+
     def _issue(self, session: SessionRecord, flow: CompiledFlow) -> list[Outbound]:
+        try:
+            return self._issue_once(session, flow)
+        finally:
+            self._issued(session.id)
+
+    def _issued(self, session_id: int) -> None:
+        with self._issuing_lock:
+            self._issuing.discard(session_id)
+
+    def _issue_once(self, session: SessionRecord, flow: CompiledFlow) -> list[Outbound]:
         try:
             request = CredentialRequest(
                 key=str(session.id), phone=session.phone, now=self.clock.now(),
@@ -392,7 +428,7 @@ class Conversations:
         """Time out a session if it is due; returns the later expiry to re-arm at, if any."""
         with self._store.transaction() as tx:
             work, later = self.expire_in(tx, session_id, fence=fence)
-        self._publish(work.committed)
+        self.finish([work])  # publishes, and resumes a pending issue inline
         return later
 
     def expire_in(
@@ -432,10 +468,24 @@ class Conversations:
         detail = None if in_window else "outside the 24-hour window: closed without a notice"
         flow = current_flow(work, session, self.flows, notify=in_window)
         if flow is not None:
+            if in_window and session.state == flow.credentials_state:
+                return work, self._resume_instead_of_expiring(work, session, flow)
             self._time_out(work, session, flow, notify=in_window, detail=detail)
         work.flush()
         work.committed.fired.append(session.id)
         return work, session.expires_at if session.is_open else None
+
+    def _resume_instead_of_expiring(self, work: Work, session: SessionRecord,
+                                    flow: CompiledFlow) -> datetime:
+        """The user is waiting for credentials, not idle: an issue that outlived the
+        timeout (a slow provider) goes on, one a crash cut short is asked again, and the
+        timeout comes back later. Closing here would leave an account issued and never
+        delivered. The 24-hour window bounds it: past it nothing could be delivered."""
+        work.touch(session)
+        session.expires_at = work.now + self.settings.session_timeout
+        work.issue = (session, flow)
+        work.flush()
+        return session.expires_at
 
     def warn(self, session_id: int, *, fence: Fence | None = None) -> bool:
         """Send the "¿Seguís ahí?" notice once per idle stretch; True if it was sent."""
@@ -445,6 +495,7 @@ class Conversations:
             session = tx.get_session(session_id)
             if (warning is None or session is None or not session.is_open
                     or session.warned
+                    or session.state == self.flows.get(session.flow).credentials_state
                     or not session.expires_at - warning <= now < session.expires_at
                     or now - session.last_inbound_at >= WHATSAPP_WINDOW):
                 return False

@@ -89,6 +89,9 @@ ENGINE_CLOSE_REASONS: dict[str, str] = {
     "flow_changed": "closed",
     "flow_removed": "closed",
 }
+# Written by the outbox, not a transition, in flows that issue credentials: their message
+# never arrived, so the session does not count as a delivered trial (persistence/outbox.py).
+UNDELIVERED_REASON = ("credentials_undelivered", "closed")
 
 F = TypeVar("F", bound=Callable[..., "Decision"])
 
@@ -278,6 +281,8 @@ class CompiledFlow:
         self.timeouts: dict[str, Timeout] = dict(cls.timeouts)
         self.renamed: dict[str, str] = dict(cls.renamed)
         self.version = flow_version(cls)
+        if cls.credentials_state is not None:
+            self.close_reasons.setdefault(*UNDELIVERED_REASON)
         self._routes = {(r.trigger, r.source): r for r in routes}
         self.routes = routes
         self.machine = Machine(

@@ -214,6 +214,13 @@ class Dispatcher:
             outbox.record_failure(self._write, row.id, worker=self._worker, status="dry_run",
                                   code=None, now=now, count_attempt=False)
             self._on_result("dry_run")
+        elif row.unreadable:
+            log.error("outbox: message %s to %s carries credentials sealed with another key "
+                      "(CREDENTIALS_KEY changed, or was unset before a restart): given up; "
+                      "its user may ask again", row.id, row.phone)
+            outbox.record_failure(self._write, row.id, worker=self._worker, status="failed",
+                                  code=None, now=now, count_attempt=False)
+            self._on_result("failed")
         elif now - row.last_inbound_at > WHATSAPP_WINDOW:
             log.info("outbox: message %s to %s skipped: outside the 24-hour window",
                      row.id, row.phone)

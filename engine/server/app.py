@@ -146,7 +146,8 @@ class _Webhooks:
             update = parse_status(form)
             result = await run_in_threadpool(
                 self.worker.writer.write,
-                lambda tx: outbox.apply_status(tx, update.sid, update.status, update.error_code),
+                lambda tx: outbox.apply_status(tx, update.sid, update.status, update.error_code,
+                                               self.worker.clock.now()),
             )
         except WebhookError as exc:
             return _refuse(request, 400, str(exc))
@@ -281,6 +282,10 @@ def _health(worker: Worker) -> Response:
     body: dict[str, Any] = {"status": "ok", **role, "dry_run": worker.settings.dry_run}
     if not role["ok"]:
         body["status"] = "unhealthy"
+        return JSONResponse(body, status_code=503)
+    problem = worker.storage.problem()
+    if problem is not None:
+        body.update(status="unavailable", database=problem)
         return JSONResponse(body, status_code=503)
     try:
         with worker.store.reading() as conn:

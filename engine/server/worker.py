@@ -24,16 +24,18 @@ from typing import Any
 
 from engine.channels.twilio import TwilioSender
 from engine.core.clock import Clock
+from engine.core.conversations import WHATSAPP_WINDOW
 from engine.core.pinning import stale_sessions
 from engine.core.ports import CredentialProvider
 from engine.monitoring.metrics import Metrics, lifecycle_logger, stats_block
 from engine.outbox.dispatcher import Dispatcher, Sender
 from engine.scheduling.lease import Lease
 from engine.scheduling.timeouts import POSTGRES_JOB_GRACE, Timeouts, sweep
+from engine.server.health import StorageProbe
 from engine.server.writer import Writer
 from engine.settings import Settings
 from engine.wiring import Wiring, wire
-from persistence import queries
+from persistence import outbox, queries
 from persistence.db import make_engine
 
 __all__ = ["Worker", "worker_id"]
@@ -64,6 +66,7 @@ class Worker:
         self._jobs_db = make_engine(settings.database_url, synchronous=settings.sqlite_synchronous,
                                     immediate=False)
         self.writer = Writer(self.conversations, self.store)
+        self.storage = StorageProbe(self.writer, self.store, self.clock.now)
         self.lease = Lease(self.store, holder=self.id, ttl_seconds=settings.scheduler_lease_seconds)
         self.timeouts = Timeouts(
             self.conversations, self._jobs_db, warning=settings.session_warning,
@@ -120,7 +123,12 @@ class Worker:
         serving, as the holder does at every takeover)."""
         for line in stale_sessions(self.wiring.flows, queries.open_by_flow(self.store)):
             log.warning(line)
+        if self.store.sealer.ephemeral:
+            log.warning("CREDENTIALS_KEY is unset: credentials messages are sealed with a "
+                        "key that lives in this process only; one still unsent at a crash "
+                        "is given up after the restart, and its user may ask again")
         self.writer.start()
+        self._resume_issues()
         self.timeouts.start(run_jobs=False)
         if self.lease.renew():
             self._take_over()
@@ -134,6 +142,18 @@ class Worker:
         self._spawn("sweep", self._sweep_loop)
         if self._stats:
             self._spawn("stats", self._stats_loop)
+
+    def _resume_issues(self) -> None:
+        """Sessions a crash left mid-issue get their credentials now, not an inactivity
+        notice at their timeout. Every worker does it at its start: the provider is keyed
+        by session and only one delivery commits, so a second ask costs nothing more."""
+        states = {flow.name: flow.credentials_state for flow in self.wiring.flows
+                  if flow.credentials_state is not None}
+        waiting = queries.awaiting_credentials(self.store, states) if states else []
+        if waiting:
+            log.warning("worker %s: resuming the credentials of %d session(s) a stop left "
+                        "mid-issue", self.id, len(waiting))
+            self.writer.resume_issues(waiting)
 
     def _take_over(self) -> None:
         log.info("worker %s holds the scheduler lease (token %s)", self.id,
@@ -200,6 +220,10 @@ class Worker:
     def _sweep(self) -> None:
         try:
             sweep(self.timeouts, self.store)
+            # Sealed credentials no callback ever settled: past the window nothing can be
+            # sent again, so even their ciphertext goes.
+            before = self.clock.now() - WHATSAPP_WINDOW
+            self.writer.write(lambda tx: outbox.forget_sealed(tx, sent_before=before))
         except Exception:
             log.exception("sweep failed; it runs again in %s s",
                           self.settings.sweep_interval_seconds)

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from engine.core.conversations import Conversations
 from engine.core.errors import StoreError
-from engine.core.ports import Fence, Inbound, Outbound
+from engine.core.ports import Fence, Inbound, Outbound, SessionRecord
 from engine.core.unit import Work
 from persistence.deferred import DeferredTx
 from persistence.store import SqlStore, SqlTx
@@ -106,16 +106,17 @@ class Writer:
         self._queue.put(_Message(inbound, future))
         return future
 
-    def write(self, fn: Callable[[SqlTx], T]) -> T:
+    def write(self, fn: Callable[[SqlTx], T], *, timeout: float | None = None) -> T:
         """Run `fn` in the next group transaction and wait for its commit (a Writer).
 
-        Once the writer has stopped, `fn` runs in a transaction of its own.
+        Once the writer has stopped, `fn` runs in a transaction of its own. TimeoutError
+        after `timeout` seconds (the write may still be committed later).
         """
         if not self.running:
             return self._store.run(fn)
         future: Future[T] = Future()
         self._queue.put(_Write(fn, future))
-        return future.result()
+        return future.result(timeout)
 
     def expire(self, session_id: int, fence: Fence | None,
                then: Callable[[datetime | None], None]) -> None:
@@ -160,7 +161,7 @@ class Writer:
                 log.info("overdue scan lost a conflict with another worker (%s); the next "
                          "scan takes it up", exc)
                 break
-            self._conversations.finish(works)
+            self._conversations.finish(works, later=self._issue_later)
             expired += len(works)
             if len(works) < chunk:
                 break
@@ -215,7 +216,10 @@ class Writer:
                 write.future.set_result(result)
             else:
                 write.future.set_exception(error)
-        self._conversations.finish([r[0] for r, _ in expired if r is not None] + swept)
+        # A timeout of a session waiting for credentials resumes the issue (off this
+        # thread), instead of closing it.
+        self._conversations.finish([r[0] for r, _ in expired if r is not None] + swept,
+                                   later=self._issue_later)
         for expiry, (result, error) in zip(expiries, expired, strict=True):
             self._after_expiry(expiry, None if error else result[1])
         for scan in scans:
@@ -254,7 +258,7 @@ class Writer:
         for session_id in tx.overdue(self._conversations.clock.now(), limit):
             (result, error) = self._apply(
                 tx, functools.partial(self._conversations.expire_in, session_id=session_id))
-            if error is None and result[0].committed.fired:
+            if error is None and (result[0].committed.fired or result[0].issue):
                 works.append(result[0])
         if works and self.forget_jobs is not None:
             # Otherwise each job still fires, finds its session closed, and is removed in
@@ -282,7 +286,7 @@ class Writer:
                 log.error("timeout of session %s failed; left open: %s: %s", session.id,
                           type(exc).__name__, exc)
                 continue
-            if work.committed.fired:
+            if work.committed.fired or work.issue:
                 works.append(work)
         tx.flush()
         if works and self.forget_jobs is not None:
@@ -319,6 +323,10 @@ class Writer:
             raise  # the database itself refused: the whole batch fails
         except Exception as exc:
             return None, exc
+
+    def resume_issues(self, sessions: list[SessionRecord]) -> None:
+        """Issue again, off this thread, for sessions a crash left mid-issue."""
+        self._conversations.resume(sessions, later=self._issue_later)
 
     def _issue_later(self, task: Callable[[], object]) -> None:
         def run() -> None:

@@ -238,7 +238,8 @@ def test_stats_prints_the_block_once(filled: Filled) -> None:
     # else flows/ holds), zeros included.
     reasons = load_flows(FLOWS, "trial").close_reasons()
     assert {"admin", "cancelled", "error", "goodbye", "keyword", "timeout", "flow_changed",
-            "flow_removed", "credentials_delivered", "trial_refused"} <= set(reasons)
+            "flow_removed", "credentials_delivered", "credentials_undelivered",
+            "trial_refused"} <= set(reasons)
     assert lines[5:] == ["🔚 Sesiones cerradas por motivo:"] + [
         f"   - {reason}: {1 if reason == 'credentials_delivered' else 0}"
         for reason in reasons]

@@ -13,6 +13,7 @@ import pytest
 
 from engine.core.errors import ConfigError
 from engine.settings import Secret, Settings, load_settings
+from persistence.sealing import new_key
 
 TOKEN = "f00dfacecafebeef0123456789abcdef"
 SID = "AC" + "0123456789abcdef" * 2
@@ -26,7 +27,7 @@ SETTINGS_VARS = (
     "TWILIO_MAX_MPS", "LOG_LEVEL", "LOG_FORMAT", "SQLITE_SYNCHRONOUS", "ADMIN_TOKEN",
     "CONSOLE_LOCAL", "TWILIO_SIGNATURE_CHECK", "FORWARDED_ALLOW_IPS", "MAX_FORM_BYTES",
     "RATE_LIMIT_MESSAGES", "RATE_LIMIT_WINDOW_SECONDS", "MAX_INPUT_CHARS",
-    "MAX_OUTBOUND_PER_TURN", "MAX_BODY_PARTS",
+    "MAX_OUTBOUND_PER_TURN", "MAX_BODY_PARTS", "CREDENTIALS_KEY",
 )
 FROM = "whatsapp:+14155238886"
 CREDENTIALS = {"TWILIO_ACCOUNT_SID": SID, "TWILIO_AUTH_TOKEN": TOKEN, "TWILIO_WHATSAPP_FROM": FROM}
@@ -326,3 +327,26 @@ def test_a_content_sid_for_a_text_without_choices_stops_wiring(tmp_path: Path) -
     message = str(raised.value)
     assert message.startswith("TWILIO_CONTENT_SIDS has value 'trial.greeting'. Expected a ")
     assert "'booking.ask_day'" in message and "'booking.confirm'" in message
+
+
+# -- the key that seals credentials at rest -------------------------------------------------
+
+
+def test_a_credential_provider_without_a_credentials_key_refuses_to_start() -> None:
+    # Fail closed: a real provider's passwords must not wait under a process-only key.
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_mapping({"CREDENTIAL_PROVIDER": "acme.accounts:Provider"})
+    message = str(caught.value)
+    assert message.startswith("CREDENTIALS_KEY") and "CREDENTIAL_PROVIDER" in message
+    assert "Fernet.generate_key" in message
+
+
+def test_a_credentials_key_must_be_a_fernet_key_and_never_prints() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_mapping({"CREDENTIALS_KEY": "not-a-key-at-all"})
+    assert "not-a-key" not in str(caught.value) and "Fernet key" in str(caught.value)
+    key = new_key()
+    settings = Settings.from_mapping({"CREDENTIALS_KEY": key,
+                                      "CREDENTIAL_PROVIDER": "acme.accounts:Provider"})
+    assert settings.credentials_key is not None and settings.credentials_key.reveal() == key
+    assert key not in repr(settings)

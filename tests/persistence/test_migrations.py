@@ -21,7 +21,7 @@ from persistence.db import make_engine
 from persistence.models import Base
 
 APP_TABLES = {"sessions", "messages", "session_events", "trials", "leases", "send_slots",
-              "inbound_rates"}
+              "inbound_rates", "heartbeats"}
 # APScheduler's table is created by a migration (never at start), but stays APScheduler's.
 MIGRATED_TABLES = APP_TABLES | {"apscheduler_jobs"}
 # The variables tertulia reads; a subprocess gets none of them from the test's own env.

@@ -210,6 +210,7 @@ def test_enqueue_returns_increasing_ids_of_pending_outbound_rows(backend: Backen
         ids.append(tx.enqueue(session_id=session.id, channel="whatsapp", body="texto 3",
                               now=NOW, redacted="texto ••••"))
     assert ids == sorted(ids) and len(set(ids)) == 4
+    # A body with a secret is stored redacted; the clear text only sealed.
     assert backend.select(
         "messages", "id", "session_id", "direction", "status", "body", "body_redacted",
         "attempts",
@@ -217,8 +218,11 @@ def test_enqueue_returns_increasing_ids_of_pending_outbound_rows(backend: Backen
         (ids[0], session.id, "out", "pending", "texto 0", None, 0),
         (ids[1], session.id, "out", "pending", "texto 1", None, 0),
         (ids[2], session.id, "out", "pending", "texto 2", None, 0),
-        (ids[3], session.id, "out", "pending", "texto 3", "texto ••••", 0),
+        (ids[3], session.id, "out", "pending", "texto ••••", None, 0),
     ]
+    sealed = [row["body_sealed"] for row in backend.rows("messages")]
+    assert sealed[:3] == [None] * 3 and "texto 3" not in sealed[3]
+    assert backend.store.sealer.open(sealed[3]) == "texto 3"  # type: ignore[attr-defined]
 
 
 def test_add_event_is_recorded_for_the_audit(backend: Backend) -> None:

@@ -65,8 +65,10 @@ def test_ops_read_with_plain_sql_what_the_port_wrote(sql_backend: SqlBackend) ->
         "SELECT session_id, direction, twilio_sid, body, body_redacted, status, attempts "
         "FROM messages ORDER BY id") == [
         (session_id, "in", "SM1", "hola", None, "received", 0),
-        (session_id, "out", None, "Contraseña: x1", "Contraseña: ••••", "pending", 0),
+        (session_id, "out", None, "Contraseña: ••••", None, "pending", 0),
     ]
+    [(sealed,)] = sql_backend.raw("SELECT body_sealed FROM messages WHERE id = :id", id=out)
+    assert "x1" not in sealed and sql_backend.sql_store.sealer.open(sealed) == "Contraseña: x1"
     assert sql_backend.raw("SELECT id FROM messages WHERE direction = 'out'") == [(out,)]
     assert sql_backend.raw("SELECT session_id, from_state, to_state, trigger, detail "
                            "FROM session_events") == [

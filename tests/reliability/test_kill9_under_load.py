@@ -32,6 +32,7 @@ import time
 import httpx
 
 from engine.outbox.dispatcher import WORKERS
+from persistence.sealing import new_key
 from tests.support.harness import message_sid, run_threads, wait_until, whatsapp
 from tests.support.trial import SENT, UNSENT, assert_sessions_consistent, normalize, text_of
 
@@ -57,10 +58,13 @@ _RELEASED = re.compile(r"outbox: (\d+) message\(s\) were in flight in worker \S+
 
 def test_kill9_under_load(fake, server_factory):
     # Each phone sends faster than a person (past the default 30 a minute): raised, as
-    # the load is about crashes, not the rate limit.
+    # the load is about crashes, not the rate limit. A CREDENTIALS_KEY, as in production:
+    # credentials sealed by a killed process are opened by the next one (without one they
+    # would be given up, by design).
     server = server_factory(env={"SESSION_TIMEOUT_MINUTES": "0.05",
                                  "SWEEP_INTERVAL_SECONDS": "1",
-                                 "RATE_LIMIT_MESSAGES": "100000"})
+                                 "RATE_LIMIT_MESSAGES": "100000",
+                                 "CREDENTIALS_KEY": new_key()})
     rng = random.Random(SEED)
     stop = threading.Event()
     lock = threading.Lock()

@@ -45,7 +45,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "sessions": ("id", "channel", "phone", "flow", "state", "started_at", "last_inbound_at",
                  "expires_at", "version", "context", "closed_at", "close_reason"),
     "messages": ("id", "session_id", "channel", "direction", "twilio_sid", "body",
-                 "body_redacted", "status", "attempts", "created_at"),
+                 "body_redacted", "body_sealed", "status", "attempts", "created_at"),
     "session_events": ("id", "session_id", "at", "from_state", "to_state", "trigger",
                        "detail"),
     "trials": ("id", "phone", "username", "issued_at", "expires_at", "session_id"),

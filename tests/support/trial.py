@@ -25,6 +25,8 @@ REASON_STATE = {
     "credentials_delivered": "closed", "trial_refused": "closed", "goodbye": "closed",
     "keyword": "closed", "admin": "closed", "error": "closed",
     "cancelled": "cancelled", "timeout": "timeout",
+    # The credentials message never arrived (persistence/outbox.py, give_up).
+    "credentials_undelivered": "closed",
 }
 
 # Outbound statuses that mean "handed to Twilio" (the create call answered 201).

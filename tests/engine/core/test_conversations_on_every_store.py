@@ -43,11 +43,12 @@ def test_happy_path_delivers_credentials_and_closes(backend: Backend, clock: Fak
     assert [m["body"] for m in messages if m["direction"] == "in"] == [
         "hola", "sí, dale", "lucía gómez", "Lucia.Gomez@Example.com"]
     out = [m for m in messages if m["direction"] == "out"]
-    assert [m["body"] for m in out][-2:] == [creds, closing]
+    assert [m["body"] for m in out][-2:] == [creds.replace(password, "••••••••"), closing]
     assert {m["status"] for m in out} == {"pending"}
-    # Only the credentials carry the password, and their redacted body hides it.
-    assert [m["body_redacted"] is not None for m in out] == [False, False, False, True, False]
-    assert password not in out[-2]["body_redacted"] and "Contraseña: ••" in out[-2]["body_redacted"]
+    # Only the credentials carry the password, stored sealed; their body hides it.
+    assert [m["body_sealed"] is not None for m in out] == [False, False, False, True, False]
+    assert password not in out[-2]["body_sealed"]
+    assert backend.store.sealer.open(out[-2]["body_sealed"]) == creds  # type: ignore[attr-defined]
 
 
 def test_repeated_message_id_is_processed_once(backend: Backend, clock: FakeClock) -> None:
