@@ -267,7 +267,7 @@ BRIDGES: frozenset[str] = frozenset({
     "tan", "de", "del", "por", "favor", "que", "deseo",
     # "no es para cancelar", "no quería cancelar", "ojalá no tenga que cancelar".
     "es", "era", "para", "queria", "quise", "quisiera", "quiera", "tenga", "tengo", "tener",
-    "hay",
+    "hay", "pienso", "pensaba",
 })
 # Words after which a closing word is named, not said: "antes de cancelar", "lo de
 # cancelar", "ese chau era para otro chat", "sin darme de baja", "al cancelar".
@@ -291,6 +291,8 @@ RETRACTIONS: tuple[str, ...] = (
 PAST_WORDS: frozenset[str] = frozenset({
     "dije", "dijo", "dijeron", "dijiste", "puse", "pusieron", "ayer", "anoche", "pasado",
     "pasada", "habia", "habian", "hubo", "fue", "fui", "fuimos", "fueron",
+    # Someone else's words: "mi socia dice que mejor cancelemos".
+    "dice", "dicen",
 })
 
 # What ends a conversation when it comes with a "buenas noches" or a wave.

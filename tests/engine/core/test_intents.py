@@ -315,7 +315,8 @@ NOT_SAID: list[str] = [
     "no es para cancelar, es una consulta",
     "me equivoqué de chat, no quería cancelar",
     "todavía no me quiero ir", "hasta mañana no tengo la info",
-    "deja que le pregunto a mi socio",
+    "deja que le pregunto a mi socio", "no pienso cancelar",
+    "mi socia dice que mejor cancelemos, yo no estoy seguro",
     # quoted, or taken back
     'el cliente me puso "cancelá todo" y no sé qué hacer',
     'me dijo mi socio "chau, no va mas" pero yo quiero seguir',
