@@ -12,7 +12,9 @@ compiled once (engine.core.phrasebook). How a message is read:
 3. Each clause is scanned for the longest phrases. A "no" flips the intent of what it
    governs ("no quiero la prueba"); commas end its reach ("no, quiero seguir").
 4. Questions, reports of the past ("ya cancelé Netflix") and names never close; answers
-   like "sí" or "no" count only when they stand alone.
+   like "sí" or "no" count only when they stand alone. Nor do closing words named
+   ("antes de cancelar", "ese chau"), supposed ("capaz cancele"), quoted ('me puso
+   "cancelá todo"') or taken back ("chau, perdón, quise decir hola").
 5. The highest intent wins: cancelacion > despedida > prueba > negacion > afirmacion >
    saludo. When the step expects a name, an email or free text, a closing word counts
    only in a clause that is nothing but a goodbye or a cancellation.
@@ -29,6 +31,7 @@ from engine.core.phrasebook import (
     FILLER,
     NAMING,
     NEUTRAL,
+    RETRACT,
     SIGN_OFF,
     TIME,
     WAVE,
@@ -49,7 +52,7 @@ _CLOSING = frozenset({"cancelacion", "despedida"})
 _ANSWERS = frozenset({"afirmacion", "negacion"})
 _NEGATABLE = frozenset({"cancelacion", "despedida", "prueba", "afirmacion"})
 # Phrases that make a clause more than an answer.
-_CONTENT = frozenset({NEUTRAL, CUE, NAMING})
+_CONTENT = frozenset({NEUTRAL, CUE, NAMING, RETRACT})
 # Phrases around which a closing word does not close: a question, a name.
 _HOLDS = frozenset({CUE, NAMING})
 # Answers to these leave a closing word standing only in a clause of its own.
@@ -79,7 +82,12 @@ class Intents:
         thanks = False
         for clause in clauses(text if text.isascii() else text.translate(self._emoji)):
             words = self._book.words(clause.words)
-            for label, clean in self._clause(clause, words, shouting).items():
+            said = self._clause(clause, words, shouting)
+            if said.pop(RETRACT, False):
+                # "chau, perdón, quise decir hola": the goodbye is taken back.
+                for label in _CLOSING:
+                    found.pop(label, None)
+            for label, clean in said.items():
                 found[label] = found.get(label, False) or clean
             thanks = thanks or not lx.CLOSURE_MARKERS.isdisjoint(words.canon)
         _resolve(found, thanks)
@@ -101,7 +109,7 @@ class Intents:
         held = clause.asked or not labels.isdisjoint(_HOLDS)
         # "¿puedo cancelar la prueba?": the trial is what the verb acts on, not a request.
         cancelling = "cancelacion" in labels
-        found: dict[str, bool] = {}
+        found: dict[str, bool] = {RETRACT: True} if RETRACT in labels else {}
         for i, j, entry in _negated(words.canon, spans):
             label = entry.label
             if ((entry.strength == "solo" and not clean) or (report and label != "saludo")
@@ -111,6 +119,8 @@ class Intents:
                     (label in _CLOSING and held) or (label in _ANSWERS and clause.asked)):
                 continue
             if label in _CLOSING and not shouting and self._is_name(words, i, j):
+                continue
+            if label in _CLOSING and _not_said(words.canon, i, j, entry):
                 continue
             found[label] = found.get(label, False) or clean
         return found
@@ -124,17 +134,39 @@ class Intents:
 
 
 def _negated(canon: list[str], spans: list[Span]) -> Iterator[tuple[int, int, Entry]]:
-    """The spans that carry a label, with "no" flipping what it governs to negacion."""
+    """The spans that carry a label, with "no" flipping what it governs to negacion.
+
+    A phrase that ends in "no" ("todavía no me quiero ir", "que no tenga que cancelar")
+    governs phrases after it, but not a lone answer word ("que no se me pierdan").
+    """
     negated = False
+    answers_too = False
     for i, j, entry in spans:
         if entry is None or entry.label in _CONTENT:
             negated = negated and entry is None and canon[i] in lx.BRIDGES
             continue
-        if negated and entry.label in _NEGATABLE:
+        if negated and entry.label in _NEGATABLE and (answers_too or entry.strength != "solo"):
             entry = Entry("negacion", "strong")
         elif entry.label == "negacion" and canon[i] in lx.NEGATORS:
             negated = True
+            answers_too = True
+        elif entry.label == "negacion" and canon[j - 1] in lx.NEGATORS:
+            negated = True
+            answers_too = False
         yield i, j, entry
+
+
+def _not_said(canon: list[str], i: int, j: int, entry: Entry) -> bool:
+    """A closing word named or supposed rather than said: "antes de cancelar", "ese chau
+    era para otro chat", "capaz cancele más adelante", "hasta mañana no puedo"."""
+    if i > 0 and canon[i - 1] in lx.MENTIONS:
+        return True
+    before = canon[:i]
+    pairs = {" ".join(canon[k:k + 2]) for k in range(max(0, i - 2), i)}
+    if entry.strength != "request" and not lx.HEDGES.isdisjoint({*before, *pairs}):
+        return True
+    # "hasta mañana" is a goodbye; "hasta mañana no tengo la info" says until when.
+    return canon[i] == "hasta" and j < len(canon) and canon[j] in lx.NEGATORS
 
 
 def _resolve(found: dict[str, bool], thanks: bool) -> None:

@@ -23,7 +23,9 @@ __all__ = [
     "DETERMINERS",
     "EMOJI",
     "FILLERS",
+    "HEDGES",
     "INTENTS",
+    "MENTIONS",
     "NAMING",
     "NEGATORS",
     "NEUTRAL",
@@ -32,6 +34,7 @@ __all__ = [
     "PRECEDENCE",
     "PROCLITICS",
     "REQUEST",
+    "RETRACTIONS",
     "SIGN_OFFS",
     "SOLO",
     "STRONG",
@@ -238,6 +241,8 @@ NEUTRAL: tuple[str, ...] = (
     "pará un", "pará que", "pare un", "espero que estes bien", "espero que este bien",
     "no pasa nada", "no hay apuro", "no importa", "no me molesta", "no esta mal",
     "no sabia", "no tenia idea", "todo bien con",
+    # "dejá que le pregunto": let, not stop.
+    "deja que", "deje que", "dejen que",
 )
 
 # Phrases that make a clause a question for information, even without "?".
@@ -260,17 +265,34 @@ BRIDGES: frozenset[str] = frozenset({
     "me", "te", "lo", "la", "le", "los", "las", "les", "nos", "se", "el", "un", "una",
     "quiero", "queremos", "quiere", "queres", "ya", "mas", "voy", "vas", "va", "a", "nada",
     "tan", "de", "del", "por", "favor", "que", "deseo",
+    # "no es para cancelar", "no quería cancelar", "ojalá no tenga que cancelar".
+    "es", "era", "para", "queria", "quise", "quisiera", "quiera", "tenga", "tengo", "tener",
+    "hay", "pienso", "pensaba",
 })
+# Words after which a closing word is named, not said: "antes de cancelar", "lo de
+# cancelar", "ese chau era para otro chat", "sin darme de baja", "al cancelar".
+MENTIONS: frozenset[str] = frozenset({"de", "del", "el", "ese", "este", "sin", "al"})
+# Words that make what follows a possibility, not a request: "capaz cancele más adelante".
+HEDGES: frozenset[str] = frozenset({"capaz", "quizas", "quiza", "ojala", "tal vez"})
 PROCLITICS: frozenset[str] = frozenset({"me", "te", "se", "le", "les", "nos"})
 # Words that open a subject: "el sistema cancela" states, it does not order.
 DETERMINERS: frozenset[str] = frozenset({
     "el", "la", "los", "las", "mi", "tu", "su", "mis", "tus", "sus", "este", "esta",
 })
 
+# A user taking back what came before: "chau, perdón, quise decir hola".
+RETRACTIONS: tuple[str, ...] = (
+    "quise decir", "quise poner", "me equivoque de chat", "me equivoque de numero",
+    "no era para vos", "no era para ustedes", "era para otro", "era para otra",
+    "otro chat", "no le hagas caso", "no hagas caso", "ignora eso", "ignoralo",
+)
+
 # Words that make a clause a report of the past: "ayer cancelé", "dije chau sin querer".
 PAST_WORDS: frozenset[str] = frozenset({
     "dije", "dijo", "dijeron", "dijiste", "puse", "pusieron", "ayer", "anoche", "pasado",
     "pasada", "habia", "habian", "hubo", "fue", "fui", "fuimos", "fueron",
+    # Someone else's words: "mi socia dice que mejor cancelemos".
+    "dice", "dicen",
 })
 
 # What ends a conversation when it comes with a "buenas noches" or a wave.

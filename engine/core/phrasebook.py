@@ -16,8 +16,8 @@ from engine.core.morphology import ACCENTED, conjugate, past_by_accent
 from engine.core.tokens import Typos, clauses, fold, laugh, squeeze
 
 __all__ = [
-    "CUE", "FILLER", "NAMING", "NEUTRAL", "SIGN_OFF", "TIME", "WAVE", "Entry", "Phrasebook",
-    "Span", "Words", "rank",
+    "CUE", "FILLER", "NAMING", "NEUTRAL", "RETRACT", "SIGN_OFF", "TIME", "WAVE", "Entry",
+    "Phrasebook", "Span", "Words", "rank",
 ]
 
 # Labels of phrases that are not intents: they shape how a clause is read.
@@ -25,6 +25,7 @@ FILLER = "~filler"  # "gracias", "che": an answer may come with them
 NEUTRAL = ""  # "no sé": holds intent words, means none
 CUE = "=cue"  # "¿cómo...", "puedo": asks for information
 NAMING = "=naming"  # "me llamo", "trabajo en": a name follows
+RETRACT = "=retract"  # "quise decir": takes back the clauses before it
 TIME = "~time"  # "buenas noches": a greeting, or a goodbye after thanks
 SIGN_OFF = "~sign-off"  # "saludos"
 WAVE = "~wave"  # 👋
@@ -100,7 +101,8 @@ class Phrasebook:
     def _load_builtin(self) -> None:
         for labels, strength in (
             ({FILLER: lx.FILLERS, NEUTRAL: lx.NEUTRAL, CUE: lx.CUES,
-              NAMING: lx.NAMING, TIME: lx.TIME_GREETINGS, SIGN_OFF: lx.SIGN_OFFS},
+              NAMING: lx.NAMING, TIME: lx.TIME_GREETINGS, SIGN_OFF: lx.SIGN_OFFS,
+              RETRACT: lx.RETRACTIONS},
              "strong"),
             (lx.SOLO, "solo"), (lx.STRONG, "strong"), (lx.REQUEST, "request"),
         ):
@@ -221,8 +223,9 @@ class Phrasebook:
         i = 0
         while i < len(canon):
             for size in self._lengths.get(canon[i], ()):
+                # Near the end a slice is shorter than asked: the span ends where it does.
                 entry = self._phrases.get(tuple(canon[i:i + size]))
-                if entry is not None:
+                if entry is not None and i + size <= len(canon):
                     spans.append((i, i + size, entry))
                     i += size
                     break

@@ -22,6 +22,9 @@ _REPEATS = re.compile(r"(\w)\1+")
 # An address or a link is never an order, whatever words it is made of.
 _ADDRESS = re.compile(r"[^\s@]+@[^\s@]+|(?:https?://|www\.)\S+", re.IGNORECASE)
 _LAUGH = frozenset("jaeihs")
+# Words in quotes are reported, not said: 'me puso "cancelá todo"'.
+_QUOTED = re.compile(r'"[^"\n]*"|“[^”\n]*”|«[^»\n]*»')
+_QUOTES = frozenset('"“«')
 # Marks after which a ¿ opened before no longer reaches.
 _SENTENCE_END = frozenset("?.!\n")
 
@@ -58,6 +61,8 @@ def clauses(text: str) -> Iterator[Clause]:
     """Split at punctuation; a clause is asked when it sits inside ¿...? or before a ?."""
     if "@" in text or "http" in text or "www." in text:
         text = _ADDRESS.sub(" ", text)
+    if not _QUOTES.isdisjoint(text):
+        text = unquoted(text)
     parts = _CLAUSE_SPLIT.split(text)
     last = len(parts) - 1
     opened = False
@@ -69,6 +74,13 @@ def clauses(text: str) -> Iterator[Clause]:
             yield Clause(words, opened or "?" in after)
         if not _SENTENCE_END.isdisjoint(after):
             opened = False
+
+
+def unquoted(text: str) -> str:
+    """The text without what it quotes, unless the quote is all there is: a message
+    that only quotes ("cancelar") still says it."""
+    rest = _QUOTED.sub(" , ", text)
+    return rest if _WORD.search(rest) else text
 
 
 def phonetic(word: str) -> str:

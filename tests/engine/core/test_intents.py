@@ -301,6 +301,47 @@ FORMS: list[tuple[str, str | None, str | None]] = [
 ]
 
 
+# Closing words named, supposed, quoted or taken back: none of these closes. Written from
+# the kinds of false closing (issue 13), without reading the corpus's test part.
+NOT_SAID: list[str] = [
+    # named after a preposition or a determiner
+    "antes de cancelar quiero saber el precio",
+    "antes de darme de baja quiero preguntar algo",
+    "en caso de cancelar hay multa", "ignorá lo de cancelar",
+    "ese chau era para otro chat",
+    # supposed, or under a negation that reaches it
+    "capaz cancele más adelante, por ahora sigo",
+    "espero que no tenga que cancelar",
+    "no es para cancelar, es una consulta",
+    "me equivoqué de chat, no quería cancelar",
+    "todavía no me quiero ir", "hasta mañana no tengo la info",
+    "deja que le pregunto a mi socio", "no pienso cancelar",
+    "mi socia dice que mejor cancelemos, yo no estoy seguro",
+    # quoted, or taken back
+    'el cliente me puso "cancelá todo" y no sé qué hacer',
+    'me dijo mi socio "chau, no va mas" pero yo quiero seguir',
+    "chau, perdón, quise decir hola",
+]
+# The same devices leave real closings standing.
+STILL_SAID: list[tuple[str, str]] = [
+    ("dejá de escribirme", "cancelacion"), ('"cancelar"', "cancelacion"),
+    ("me equivoqué, cancelá", "cancelacion"), ("cancelá todo, me equivoqué al anotarme",
+                                                "cancelacion"),
+    ("hasta mañana!", "despedida"), ("gracias, hasta mañana nos vemos", "despedida"),
+    ("sí, pero mejor cancelá", "cancelacion"), ("ahora no, chau", "despedida"),
+]
+
+
+@pytest.mark.parametrize("text", NOT_SAID)
+def test_closing_words_named_supposed_or_taken_back_do_not_close(text: str) -> None:
+    assert detect(text) not in ("despedida", "cancelacion")
+
+
+@pytest.mark.parametrize(("text", "expected"), STILL_SAID)
+def test_closings_said_plainly_still_close(text: str, expected: str) -> None:
+    assert detect(text) == expected
+
+
 @pytest.mark.parametrize(("text", "expected"), CASES)
 def test_detect_table(text: str, expected: str | None) -> None:
     assert detect(text) == expected

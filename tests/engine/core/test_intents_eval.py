@@ -30,9 +30,11 @@ RECALL_FLOORS = RECALL_TARGETS
 # closing read where there is none ends a conversation nobody asked to end.
 PRECISION_FLOORS = {"despedida": 0.95, "cancelacion": 0.95}
 # The target is 0.5% (FALSE_CLOSING_TARGET). The first score closed 2 of the 232 neutral
-# messages (0.86%): the target is not met, and the test part is never tuned on to meet
-# it. The ceiling holds the level measured, so that any further false closing fails.
-FALSE_CLOSING_CEILING = 2 / 232
+# messages (0.86%), missing it. Rules for closing words named, supposed, quoted or taken
+# back, tuned on the dev part and on messages written apart from the corpus, brought the
+# second score to 1 of 232 (0.43%). The ceiling holds the level measured, so that any
+# further false closing fails.
+FALSE_CLOSING_CEILING = 1 / 232
 
 
 @pytest.fixture(scope="module")
