@@ -234,8 +234,9 @@ class Timeouts:
     # -- firing --------------------------------------------------------------------------
 
     def on_fire(self, session_id: int) -> None:
-        """The job fired. With a group-commit writer the expiry joins its next batch (the
-        job thread does not wait); a crash before that commit is the sweep's to repair.
+        """The job fired. On SQLite the expiry joins the writer's next batch (the job
+        thread does not wait; a crash before that commit is the sweep's to repair); on
+        PostgreSQL the job's thread commits it (see Writer.expire).
 
         Only under the scheduler lease: a scheduler that froze past its lease and woke
         up must not act (its job is gone from the store; the new holder's sweep and the

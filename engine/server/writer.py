@@ -133,9 +133,10 @@ class Writer:
 
         Their jobs are the wake-up call, but APScheduler removes each fired job in a
         transaction of its own, a few hundred a second at best: 10k sessions due within
-        10 s waited up to 47 s. This scan, run every second by the heartbeat, closes them
-        in batches; their jobs fire later, find the session closed and do nothing.
-        The future gets how many were expired once they are committed.
+        10 s waited up to 47 s. This scan, run by every worker's overdue loop when the
+        next session is due, closes them in batches and drops their jobs. On SQLite it
+        joins the next round; on PostgreSQL it runs on the caller's thread, in
+        transactions of its own. The future gets how many were expired once committed.
         """
         future: Future[int] = Future()
         if not self.running:
@@ -260,11 +261,7 @@ class Writer:
                 tx, functools.partial(self._conversations.expire_in, session_id=session_id))
             if error is None and (result[0].committed.fired or result[0].issue):
                 works.append(result[0])
-        if works and self.forget_jobs is not None:
-            # Otherwise each job still fires, finds its session closed, and is removed in
-            # a transaction of its own: two more per timeout, for nothing. Only the closed
-            # ones: a state's own timeout may move a session on, and its job then re-arms.
-            self.forget_jobs(tx, [s.id for w in works for s in w.committed.closed])
+        self._forget(tx, works)
         return works
 
     def _scan_deferred(self, tx: DeferredTx, limit: int) -> list[Work]:
@@ -289,9 +286,17 @@ class Writer:
             if work.committed.fired or work.issue:
                 works.append(work)
         tx.flush()
-        if works and self.forget_jobs is not None:
-            self.forget_jobs(tx, [s.id for w in works for s in w.committed.closed])
+        self._forget(tx, works)
         return works
+
+    def _forget(self, tx: SqlTx, works: list[Work]) -> None:
+        """Drop the jobs of the sessions a scan closed, in its transaction. Otherwise each
+        job still fires, finds its session closed, and is removed in a transaction of its
+        own: two more per timeout, for nothing. Only the closed ones: a state's own
+        timeout may move a session on, and its job then re-arms."""
+        closed = [s.id for w in works for s in w.committed.closed]
+        if closed and self.forget_jobs is not None:
+            self.forget_jobs(tx, closed)
 
     @staticmethod
     def _after_expiry(expiry: _Expiry, later: datetime | None) -> None:
